@@ -1,0 +1,152 @@
+"""``genqueue up``: embedded services (unless URLs are set) + migrations + a supervised worker + the web server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def worker_command(name: str = "worker1", concurrency: int | None = None, queues: str | None = None) -> list[str]:
+    settings = get_settings()
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+        "-Q", queues or ",".join(settings.worker_queues), "-c", str(concurrency or settings.worker_concurrency),
+        "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def web_command(host: str, port: int, workers: int = 2) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "web.wsgi:app", "--bind", f"{host}:{port}", "--workers", str(workers),
+        "--threads", "4", "--worker-class", "gthread", "--timeout", "120", "--graceful-timeout", "10",
+        "--access-logfile", "-", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+class Supervisor:
+    """Keeps child processes alive: a child that dies is restarted (as docker-compose's restart policy does)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.children, self.stopping = env, {}, False
+
+    def start(self, name: str, cmd: list[str]) -> None:
+        self.children[name] = (cmd, subprocess.Popen(cmd, env=self.env, start_new_session=True))
+
+    def watch_once(self) -> None:
+        for name, (cmd, proc) in list(self.children.items()):
+            if proc.poll() is not None and not self.stopping:
+                print(f"genqueue: {name} exited with {proc.returncode}; restarting", flush=True)
+                time.sleep(1)
+                self.start(name, cmd)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM everyone (a worker hands its running job back), then wait, then SIGKILL stragglers."""
+        self.stopping = True
+        for _, proc in self.children.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def start_services(data_dir: Path):
+    """Start embedded Postgres/Redis where no URL is configured; returns (db_url, redis_url, stoppers)."""
+    from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    settings, stoppers = get_settings(), []
+    db_url, redis_url = settings.database_url, settings.redis_url
+    if not db_url:
+        pg = EmbeddedPostgres(data_dir / "pg").start()
+        db_url, stoppers = pg.url, [*stoppers, pg.stop]
+        print(f"genqueue: embedded PostgreSQL on 127.0.0.1:{pg.port} ({data_dir / 'pg'})", flush=True)
+    if not redis_url:
+        rd = EmbeddedRedis(data_dir / "redis").start()
+        redis_url, stoppers = rd.url, [*stoppers, rd.stop]
+        print(f"genqueue: embedded Redis on 127.0.0.1:{rd.port} ({data_dir / 'redis'})", flush=True)
+    return db_url, redis_url, stoppers
+
+
+def ensure_admin(data_dir: Path) -> str | None:
+    """On first start create an admin user and save its token in the data dir (0600); returns the token."""
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import User
+    from shared.users import create_user, issue_token
+
+    token_file = data_dir / "admin_token"
+    with session_scope() as s:
+        if s.scalars(select(User).where(User.is_admin.is_(True))).first() is not None:
+            return token_file.read_text().strip() if token_file.exists() else None
+        token = issue_token(s, create_user(s, "admin", is_admin=True), name="first-start")
+    tmp = token_file.with_suffix(".tmp")
+    tmp.write_text(token + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, token_file)
+    return token
+
+
+def up() -> int:
+    settings = get_settings()
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_url, redis_url, stoppers = start_services(data_dir)
+    from shared.embedded import remove_services, write_services
+
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = db_url, redis_url
+    if stoppers:
+        write_services(data_dir, db_url, redis_url)
+    get_settings.cache_clear()
+    sup = Supervisor(dict(os.environ))
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(1))
+    try:
+        from shared.migrate import upgrade
+
+        upgrade(db_url)
+        token = ensure_admin(data_dir)
+        sup.start("worker", worker_command())
+        sup.start("web", web_command(settings.host, settings.port))
+        _banner(settings, token)
+        while not stop_requested:
+            time.sleep(0.5)
+            sup.watch_once()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("genqueue: stopping…", flush=True)
+        sup.stop()
+        for stop in reversed(stoppers):
+            stop()
+        remove_services(data_dir)
+        print("genqueue: stopped", flush=True)
+    return 0
+
+
+def _banner(settings, token: str | None) -> None:
+    url = f"http://{settings.host}:{settings.port}/"
+    lines = ["", f"genqueue is up: {url}", f"  API:   {url}api/v1/health"]
+    if token:
+        lines.append(f"  admin token: {token}   (also in {settings.data_dir / 'admin_token'})")
+    lines += ["  Try:   genqueue demo      (in another terminal)", "  Stop:  Ctrl-C", ""]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,82 @@
+"""Adding models to the registry: local directories (operator), hub ids (operator), trained models (worker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared.db import session_scope
+from shared.ids import new_id
+from shared.models import Model, ModelKind, ModelSource
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class RegistrationError(ValueError):
+    pass
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def describe_model_dir(path: Path) -> tuple[str, dict]:
+    """(kind, config) of a local model directory; refuses pickle weights (only safetensors load)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RegistrationError(f"{path} is not a directory")
+    if (path / "generator.json").exists():
+        if not (path / "generator.safetensors").exists():
+            raise RegistrationError(f"{path}: generator weights must be generator.safetensors (pickle is refused)")
+        return ModelKind.GAN_GENERATOR, json.loads((path / "generator.json").read_text())
+    if not (path / "config.json").exists():
+        raise RegistrationError(f"{path}: neither a Hugging Face model (config.json) nor a generator (generator.json)")
+    if not list(path.glob("*.safetensors")):
+        pickles = [f.name for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        hint = f" (found pickle files {pickles}, which genqueue refuses to load)" if pickles else ""
+        raise RegistrationError(f"{path}: no .safetensors weights{hint}")
+    cfg = json.loads((path / "config.json").read_text())
+    ctx = cfg.get("n_positions") or cfg.get("max_position_embeddings") or 1024
+    return ModelKind.CAUSAL_LM, {"context_length": int(ctx), "model_type": cfg.get("model_type"),
+                                 "n_layer": cfg.get("n_layer"), "n_embd": cfg.get("n_embd")}  # fmt: skip
+
+
+def register_local_model(name: str, path: str | None, hub_id: str | None = None, owner_id: str | None = None) -> Model:
+    """Register a local directory (or a hub id) under ``name``; visible to everyone unless ``owner_id``."""
+    if hub_id:
+        kind, config, source, size, abspath = ModelKind.CAUSAL_LM, {"context_length": 1024}, ModelSource.HUB, 0, None
+    elif path:
+        abspath = str(Path(path).resolve())
+        kind, config = describe_model_dir(Path(abspath))
+        source, size = ModelSource.REGISTERED, dir_size(Path(abspath))
+    else:
+        raise RegistrationError("give a directory PATH or --hub ID")
+    with session_scope() as s:
+        model = Model(id=new_id("mdl"), name=name, kind=kind, source=source, owner_id=owner_id, path=abspath,
+                      hub_id=hub_id, config=config, metrics={}, size_bytes=size)  # fmt: skip
+        s.add(model)
+    return model
+
+
+def register_trained(
+    s: Session,
+    *,
+    name: str,
+    kind: str,
+    path: Path,
+    owner_id: str,
+    job_id: str,
+    dataset_id: str | None,
+    base: str | None,
+    metrics: dict,
+    config: dict,
+) -> Model:
+    """Record a model a job produced (inside the job's fenced finishing transaction)."""
+    model = Model(id=new_id("mdl"), name=name, kind=kind, source=ModelSource.TRAINED, owner_id=owner_id,
+                  path=str(path), base=base, job_id=job_id, dataset_id=dataset_id, config=config, metrics=metrics,
+                  size_bytes=dir_size(path))  # fmt: skip
+    s.add(model)
+    s.flush()
+    return model

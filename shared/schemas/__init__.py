@@ -1,0 +1,1 @@
+"""Pydantic schemas: one definition per request/params shape, used to validate input and to build OpenAPI."""

@@ -1,0 +1,156 @@
+"""Request and response shapes of the REST API (the job params live in params.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.schemas.params import PARAMS_BY_KIND
+
+Kind = Literal["text.generate", "text.train", "image.train_gan", "image.generate"]
+Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+assert set(Kind.__args__) == set(PARAMS_BY_KIND)  # one list of kinds
+
+
+class JobCreate(BaseModel):
+    """``POST /jobs``. ``params`` is validated against the kind's params schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind
+    params: dict[str, Any] = Field(default_factory=dict, description="See the *Params schemas, by kind.")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    queue: Literal["gpu", "cpu"] = Field("gpu", description='"gpu" (ML work; CPU workers serve it too) or "cpu".')
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+    eta_seconds: float | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Status
+    params: dict[str, Any]
+    priority: int
+    queue: str
+    attempt: int
+    max_attempts: int
+    progress: Progress
+    error: ErrorInfo | None
+    summary: dict[str, Any] | None
+    model_id: str | None
+    dataset_id: str | None
+    retry_of: str | None
+    worker: str | None
+    device: str | None
+    cancel_requested: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class EventOut(BaseModel):
+    id: int
+    at: str
+    type: Literal["log", "metric", "status"]
+    attempt: int
+    step: int | None
+    message: str | None
+    data: dict[str, Any] | None
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+    next_after: int | None
+
+
+class ResultOut(BaseModel):
+    index: int
+    sequence: int
+    id: str | None
+    prompt: str
+    text: str
+    tokens: int
+    finish_reason: str
+
+
+class ArtifactOut(BaseModel):
+    id: str
+    job_id: str | None
+    name: str
+    role: str
+    content_type: str
+    size: int
+    sha256: str
+    step: int | None
+    created_at: str
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
+    next_cursor: str | None = None
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    source: str
+    base: str | None
+    job_id: str | None
+    dataset_id: str | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    size_bytes: int
+    created_at: str
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+    next_cursor: str | None = None
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    kind: Literal["text", "images"]
+    format: str
+    size: int
+    sha256: str
+    stats: dict[str, Any]
+    created_at: str
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+    next_cursor: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    db: str
+    broker: str
+    workers: int
+
+
+class ErrorBody(BaseModel):
+    class Inner(BaseModel):
+        code: str
+        message: str
+        details: list[Any] | None = None
+
+    error: Inner

@@ -1,0 +1,54 @@
+"""Users and API tokens: creation (CLI, first start), lookup by token (web)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.ids import new_id
+from shared.models import ApiToken, User
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(session: Session, name: str, is_admin: bool = False) -> User:
+    user = User(id=new_id("usr"), name=name, is_admin=is_admin)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def issue_token(session: Session, user: User, name: str = "cli") -> str:
+    """A new random token for ``user``; only its hash is stored, the token itself is returned once."""
+    token = "gq_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(id=new_id("tok"), user_id=user.id, token_hash=hash_token(token), name=name))
+    session.flush()
+    return token
+
+
+def user_for_token(session: Session, token: str) -> tuple[User | None, ApiToken | None]:
+    row = session.execute(
+        select(User, ApiToken)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == hash_token(token))
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def revoke_token(session: Session, token: str) -> int:
+    """Revoke by token value (or by token id ``tok_…``); returns how many were revoked."""
+    from sqlalchemy import or_, update
+
+    from shared.timeutil import utcnow
+
+    result = session.execute(
+        update(ApiToken)
+        .where(or_(ApiToken.token_hash == hash_token(token), ApiToken.id == token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0

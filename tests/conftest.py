@@ -1,0 +1,92 @@
+"""Shared fixtures: a real PostgreSQL and a real Redis (embedded, started once), real Celery worker processes.
+
+Unit tests use none of these; integration tests ask for ``client``/``worker`` and get the real stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+# One data dir for the whole session, set before anything reads the settings.
+_ROOT = Path(tempfile.mkdtemp(prefix="genqueue-test-"))
+os.environ["GENQUEUE_DATA_DIR"] = str(_ROOT / "data")
+os.environ.setdefault("GENQUEUE_LEASE_SECONDS", "8")
+os.environ.setdefault("GENQUEUE_HEARTBEAT_SECONDS", "1")
+os.environ.setdefault("GENQUEUE_RESCUE_INTERVAL_SECONDS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("DATABASE_URL", None)
+os.environ.pop("REDIS_URL", None)
+
+from tests.stack import Stack, WorkerProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Embedded PostgreSQL + Redis for the session, migrated, with DATABASE_URL/REDIS_URL exported."""
+    s = Stack(_ROOT).start()
+    yield s
+    s.stop()
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def worker(stack):
+    """One real Celery worker process for the session (tests that kill workers start their own)."""
+    w = WorkerProcess(stack, name="w-session").start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def clean_db(stack):
+    """Empty the job tables and the users before a test (keeps the built-in models)."""
+    stack.truncate()
+    yield
+
+
+@pytest.fixture
+def app(stack, clean_db):
+    from web.app import create_app
+
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def admin(stack, clean_db):
+    return stack.make_user("admin", admin=True)
+
+
+@pytest.fixture
+def user(stack, clean_db):
+    return stack.make_user("alice")
+
+
+@pytest.fixture
+def client(app, user):
+    """A Flask test client sending alice's bearer token."""
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
+    return c
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny GPT-2 saved with save_pretrained (once per session)."""
+    from tests.tiny import make_tiny_gpt2
+
+    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture
+def tiny_model(clean_db, tiny_model_dir):
+    """The tiny GPT-2 registered as an operator would with `genqueue models add NAME PATH`."""
+    from shared.registration import register_local_model
+
+    return register_local_model(f"tiny-{int(time.time() * 1000)}", str(tiny_model_dir))

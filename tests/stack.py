@@ -1,0 +1,154 @@
+"""The real services under test: embedded PostgreSQL and Redis, and Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+
+@dataclass
+class TestUser:
+    id: str
+    name: str
+    token: str
+    is_admin: bool
+
+
+class Stack:
+    def __init__(self, root: Path):
+        self.root = root
+        self.data_dir = root / "data"
+        self.pg = self.redis = None
+
+    def start(self) -> Stack:
+        from shared.embedded import EmbeddedPostgres, EmbeddedRedis
+
+        self.pg = EmbeddedPostgres(self.root / "pg").start()
+        self.redis = EmbeddedRedis(self.root / "redis").start()
+        self._export()
+        from shared.migrate import upgrade
+
+        upgrade(self.pg.url)
+        return self
+
+    def _export(self) -> None:
+        os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = self.pg.url, self.redis.url
+        from shared.broker import sender
+        from shared.db import reset_engines
+        from shared.settings import get_settings
+
+        get_settings.cache_clear()
+        sender.cache_clear()
+        reset_engines()
+
+    def stop(self) -> None:
+        if self.redis:
+            self.redis.stop()
+        if self.pg:
+            self.pg.stop()
+
+    # -- faults ------------------------------------------------------------------------------------------------
+    def restart_redis(self, down_seconds: float = 0.0) -> None:
+        port = self.redis.port
+        self.redis.stop()
+        time.sleep(down_seconds)
+        self.redis.port = port
+        self.redis.start()
+
+    def restart_postgres(self, down_seconds: float = 0.0) -> None:
+        port = self.pg.port
+        self.pg.stop(mode="fast")
+        time.sleep(down_seconds)
+        self.pg.port = port
+        self.pg.start()
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def engine(self):
+        from shared.db import get_engine
+
+        return get_engine()
+
+    def truncate(self) -> None:
+        with self.engine().begin() as c:
+            c.execute(text("TRUNCATE jobs, job_events, generation_results, artifacts, datasets, api_tokens, workers "
+                           "CASCADE"))  # fmt: skip
+            c.execute(text("DELETE FROM models WHERE source <> 'hub'"))
+            c.execute(text("DELETE FROM users"))
+        import redis
+
+        redis.Redis.from_url(self.redis.url).flushall()
+
+    def make_user(self, name: str, admin: bool = False) -> TestUser:
+        from shared.db import session_scope
+        from shared.users import create_user, issue_token
+
+        with session_scope() as s:
+            u = create_user(s, name, is_admin=admin)
+            token = issue_token(s, u, "test")
+            return TestUser(u.id, name, token, admin)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"DATABASE_URL": self.pg.url, "REDIS_URL": self.redis.url, "PYTHONUNBUFFERED": "1"})
+        env.update(extra)
+        return env
+
+
+class WorkerProcess:
+    """``celery worker`` as a real child process (prefork, concurrency 1), like ``genqueue worker``."""
+
+    def __init__(self, stack: Stack, name: str = "w1", concurrency: int = 1, **env: str):
+        self.stack, self.name, self.concurrency, self.extra_env = stack, name, concurrency, env
+        self.proc: subprocess.Popen | None = None
+        self.log_path = stack.root / f"{name}.log"
+
+    def start(self, wait: bool = True) -> WorkerProcess:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+               "-Q", "gpu,cpu", "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip",
+               "--without-mingle"]  # fmt: skip
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.stack.env(**self.extra_env), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()[-3000:]}")
+            if "ready." in self.log():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def children(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole worker (main process and pool children)."""
+        os.killpg(self.proc.pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.proc.wait(60)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()

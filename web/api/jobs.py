@@ -1,0 +1,156 @@
+"""Jobs: create, list, get, cancel, retry, events, results, artifacts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from flask import Response, g, jsonify, request, send_file
+from sqlalchemy import select
+
+from shared.artifacts import ArtifactStore
+from shared.models import Artifact, GenerationResult, Job, JobEvent, JobStatus
+from web.api import bp, page_limit
+from web.db import db_session
+from web.errors import Invalid, NotFound
+from web.serializers import artifact_json, event_json, job_json, result_json
+from web.services.jobs import cancel_job, create_job, get_job, retry_job
+
+
+def _json_body():
+    body = request.get_json(silent=True)
+    if body is None:
+        raise Invalid("the request body must be JSON (Content-Type: application/json)", code="invalid_body")
+    return body
+
+
+@bp.post("/jobs")
+def create():
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise Invalid("Idempotency-Key must be 1 to 200 characters", code="invalid_header")
+    job, created = create_job(db_session(), g.user, _json_body(), key)
+    return jsonify(job_json(job)), 201 if created else 200
+
+
+@bp.get("/jobs")
+def list_jobs():
+    s, limit = db_session(), page_limit()
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if not g.user.is_admin:
+        stmt = stmt.where(Job.owner_id == g.user.id)
+    if status := request.args.get("status"):
+        wanted = status.split(",")
+        if not set(wanted) <= set(JobStatus.ALL):
+            raise Invalid(f"`status` must be among {', '.join(JobStatus.ALL)}", code="invalid_query")
+        stmt = stmt.where(Job.status.in_(wanted))
+    if kind := request.args.get("kind"):
+        stmt = stmt.where(Job.kind == kind)
+    if q := request.args.get("q"):
+        stmt = stmt.where(Job.search_text.ilike(f"%{_escape_like(q)}%", escape="\\") | (Job.id == q))
+    if cursor := request.args.get("cursor"):
+        stmt = stmt.where(Job.id < cursor)
+    rows = s.scalars(stmt).all()
+    items = rows[:limit]
+    next_cursor = items[-1].id if len(rows) > limit else None
+    return jsonify({"items": [job_json(j) for j in items], "next_cursor": next_cursor})
+
+
+def _escape_like(q: str) -> str:
+    return q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@bp.get("/jobs/<job_id>")
+def get(job_id: str):
+    return jsonify(job_json(get_job(db_session(), g.user, job_id)))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    return jsonify(job_json(cancel_job(db_session(), g.user, job_id))), 202
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry(job_id: str):
+    return jsonify(job_json(retry_job(db_session(), g.user, job_id))), 201
+
+
+def _int_arg(name: str, default: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise Invalid(f"`{name}` must be an integer", code="invalid_query") from exc
+
+
+@bp.get("/jobs/<job_id>/events")
+def events(job_id: str):
+    s = db_session()
+    get_job(s, g.user, job_id)
+    after, limit = _int_arg("after", 0), page_limit(500, 5000)
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+    if etype := request.args.get("type"):
+        stmt = stmt.where(JobEvent.type.in_(etype.split(",")))
+    rows = s.scalars(stmt.order_by(JobEvent.id).limit(limit)).all()
+    next_after = rows[-1].id if rows else after
+    return jsonify({"items": [event_json(e) for e in rows], "next_after": next_after})
+
+
+@bp.get("/jobs/<job_id>/results")
+def results(job_id: str):
+    s = db_session()
+    get_job(s, g.user, job_id)
+    fmt = request.args.get("format", "jsonl")
+    if fmt not in ("jsonl", "csv", "json"):
+        raise Invalid("`format` must be jsonl, csv or json", code="invalid_query")
+    offset, limit = _int_arg("offset", 0), _int_arg("limit", None)
+    if (offset or 0) < 0 or (limit is not None and limit < 1):
+        raise Invalid("`offset` must be ≥ 0 and `limit` ≥ 1", code="invalid_query")
+    stmt = select(GenerationResult).where(GenerationResult.job_id == job_id)
+    stmt = stmt.order_by(GenerationResult.prompt_index, GenerationResult.sequence).offset(offset).limit(limit)
+    rows = [result_json(r) for r in s.scalars(stmt)]
+    if fmt == "json":
+        return jsonify({"items": rows, "offset": offset})
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(
+            buf, fieldnames=["index", "sequence", "id", "prompt", "text", "tokens", "finish_reason"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        return _download(buf.getvalue(), "text/csv", f"{job_id}.csv")
+    return _download("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "application/x-ndjson",
+                     f"{job_id}.jsonl")  # fmt: skip
+
+
+def _download(body: str, mimetype: str, filename: str) -> Response:
+    resp = Response(body, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
+
+
+@bp.get("/jobs/<job_id>/artifacts")
+def artifacts(job_id: str):
+    s = db_session()
+    get_job(s, g.user, job_id)
+    stmt = select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at, Artifact.id)
+    if role := request.args.get("role"):
+        stmt = stmt.where(Artifact.role == role)
+    return jsonify({"items": [artifact_json(a) for a in s.scalars(stmt)], "next_cursor": None})
+
+
+@bp.get("/artifacts/<artifact_id>")
+def download_artifact(artifact_id: str):
+    s = db_session()
+    stmt = select(Artifact).where(Artifact.id == artifact_id)
+    if not g.user.is_admin:
+        stmt = stmt.where(Artifact.owner_id == g.user.id)
+    art = s.scalars(stmt).first()
+    if art is None:
+        raise NotFound(f"no artifact {artifact_id!r}")
+    inline = request.args.get("inline") == "1" and art.content_type.startswith("image/")
+    return send_file(ArtifactStore().path(art.path), mimetype=art.content_type, as_attachment=not inline,
+                     download_name=art.name, etag=art.sha256, max_age=3600)  # fmt: skip

@@ -1,0 +1,52 @@
+"""Bearer-token authentication for the API (the dashboard's session login builds on the same lookup)."""
+
+from __future__ import annotations
+
+from flask import g, request, session
+
+from shared.timeutil import utcnow
+from shared.users import user_for_token
+from web.db import db_session
+from web.errors import Forbidden, Unauthorized
+
+
+def authenticate() -> None:
+    """Set ``g.user`` from ``Authorization: Bearer``, or from the dashboard session cookie; 401/403 otherwise."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    if token is None and session.get("token_hash"):
+        return _from_session()
+    if not token:
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    user, tok = user_for_token(db_session(), token)
+    if user is None:
+        raise Unauthorized("unknown token")
+    if tok.revoked_at is not None:
+        raise Forbidden("this token was revoked", code="token_revoked")
+    g.user = user
+    g.token_id = tok.id
+
+
+def _from_session() -> None:
+    from sqlalchemy import select
+
+    from shared.models import ApiToken, User
+
+    row = db_session().execute(
+        select(User, ApiToken).join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == session["token_hash"])
+    ).first()  # fmt: skip
+    if row is None or row[1].revoked_at is not None:
+        session.clear()
+        raise Unauthorized("session expired; log in again")
+    g.user, g.token_id = row[0], row[1].id
+
+
+def touch_token() -> None:
+    """Record when a token was last used (cheap; once per request)."""
+    if getattr(g, "token_id", None):
+        from shared.models import ApiToken
+
+        tok = db_session().get(ApiToken, g.token_id)
+        if tok is not None:
+            tok.last_used_at = utcnow()

@@ -1,0 +1,170 @@
+"""Checks a submission against the database before it becomes a job: models, datasets, context lengths.
+
+The pydantic schemas check shapes and ranges; this module checks what needs the registry and the datasets.
+Every failure is an :class:`~web.errors.Invalid` (422) with the offending field in ``details``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.artifacts import ArtifactStore
+from shared.model_refs import find_model
+from shared.models import Dataset, Model, ModelKind, User
+from shared.schemas.params import GanTrainParams, ImageGenerateParams, TextGenerateParams, TextTrainParams
+from shared.settings import get_settings
+from shared.textdata import TextDataError, read_prompts
+from web.errors import Invalid
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_IMAGE_DATASETS = ("digits", "mnist")
+SCRATCH_CONTEXT = {"tiny": 256, "small": 512, "gpt2-124m": 1024}
+
+
+def field_error(field: str, message: str) -> Invalid:
+    return Invalid(f"{field}: {message}", details=[{"loc": ["params", field], "msg": message}])
+
+
+def _model(s: Session, user: User, ref: str, kind: str, field: str) -> Model:
+    model = find_model(s, ref, user)
+    if model is None:
+        raise field_error(field, f"unknown model {ref!r} (see GET /api/v1/models)")
+    if model.kind != kind:
+        raise field_error(field, f"model {ref!r} is a {model.kind}, not a {kind}")
+    return model
+
+
+def _dataset(s: Session, user: User, ds_id: str, kind: str, field: str) -> Dataset:
+    stmt = select(Dataset).where(Dataset.id == ds_id)
+    if not user.is_admin:
+        stmt = stmt.where(Dataset.owner_id == user.id)
+    ds = s.scalars(stmt).first()
+    if ds is None:
+        raise field_error(field, f"unknown dataset {ds_id!r}")
+    if ds.kind != kind:
+        raise field_error(field, f"dataset {ds_id!r} holds {ds.kind}, not {kind}")
+    return ds
+
+
+def context_length(model: Model) -> int:
+    return int(model.config.get("context_length") or 1024)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _token_counts(model: Model, texts: list[str]) -> list[int] | None:
+    """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models)."""
+    if not model.path or not Path(model.path, "tokenizer_config.json").exists():
+        return None
+    tok = _tokenizer(model.path)
+    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
+    model = _model(s, user, p.model, ModelKind.CAUSAL_LM, "model")
+    ctx = context_length(model)
+    if p.max_new_tokens >= ctx:
+        raise field_error("max_new_tokens", f"must be below the model's context of {ctx} tokens")
+    if p.dataset_id:
+        ds = _dataset(s, user, p.dataset_id, "text", "dataset_id")
+        try:
+            texts = [q.prompt for q in read_prompts(ArtifactStore().path(ds.path), ds.format)]
+        except TextDataError as exc:
+            raise field_error("dataset_id", str(exc)) from exc
+        if not texts:
+            raise field_error("dataset_id", "the dataset has no prompts")
+    else:
+        texts = [q if isinstance(q, str) else q.prompt for q in p.prompts or []]
+    limit = get_settings().max_prompts
+    if len(texts) > limit:
+        raise field_error("prompts", f"{len(texts)} prompts is over the limit of {limit}")
+    _check_prompt_lengths(model, texts, ctx - p.max_new_tokens)
+    return {"model_id": model.id, "dataset_id": p.dataset_id, "total": len(texts) * 1}
+
+
+def _check_prompt_lengths(model: Model, texts: list[str], room: int) -> None:
+    max_chars = get_settings().max_prompt_chars
+    long_chars = [i for i, t in enumerate(texts) if len(t) > max_chars]
+    if long_chars:
+        raise field_error("prompts", f"prompt {long_chars[0]} is over {max_chars} characters")
+    counts = _token_counts(model, texts)
+    if counts is None:  # byte-level BPE: never more tokens than UTF-8 bytes, so short prompts surely fit
+        counts = [len(t.encode()) if len(t.encode()) > room else 0 for t in texts]
+        too_long = [i for i, n in enumerate(counts) if n > 4 * room]  # only certain overflows are refused here
+    else:
+        too_long = [i for i, n in enumerate(counts) if n > room]
+    if too_long:
+        raise Invalid(
+            f"{len(too_long)} prompt(s) do not fit the model's context with max_new_tokens (first: #{too_long[0]})",
+            details=[
+                {"loc": ["params", "prompts", i], "msg": "prompt too long for the context"} for i in too_long[:20]
+            ],
+        )
+
+
+def check_text_train(s: Session, user: User, p: TextTrainParams) -> dict:
+    ds = _dataset(s, user, p.dataset_id, "text", "dataset_id")
+    if not ds.stats.get("documents"):
+        raise field_error("dataset_id", "the dataset has no training text (a .jsonl needs a `text` field)")
+    if p.validation_dataset_id:
+        _dataset(s, user, p.validation_dataset_id, "text", "validation_dataset_id")
+    if p.base_model == "scratch":
+        ctx = SCRATCH_CONTEXT.get(p.size or "", 0) or 1024
+        base_id = None
+    else:
+        base = _model(s, user, p.base_model, ModelKind.CAUSAL_LM, "base_model")
+        ctx, base_id = context_length(base), base.id
+    if p.block_size > ctx:
+        raise field_error("block_size", f"{p.block_size} is above the model's context of {ctx} tokens")
+    if ds.stats.get("approx_tokens", 0) < p.block_size + 1 and ds.stats.get("chars", 0) < p.block_size + 1:
+        raise field_error("dataset_id", f"the dataset is smaller than one block of {p.block_size} tokens")
+    _name_free(s, p.name)
+    return {"dataset_id": ds.id, "base_model_id": base_id, "total": p.max_steps or 0}
+
+
+def _name_free(s: Session, name: str | None) -> None:
+    if name and s.scalars(select(Model.id).where(Model.name == name)).first():
+        raise field_error("name", f"a model named {name!r} already exists")
+
+
+def check_gan_train(s: Session, user: User, p: GanTrainParams) -> dict:
+    ds_id = None
+    if p.dataset not in BUILTIN_IMAGE_DATASETS:
+        ds_id = _dataset(s, user, p.dataset, "images", "dataset").id
+    _name_free(s, p.name)
+    return {"dataset_id": ds_id, "total": p.max_steps or 0}
+
+
+def check_image_generate(s: Session, user: User, p: ImageGenerateParams) -> dict:
+    model = _model(s, user, p.model, ModelKind.GAN_GENERATOR, "model")
+    return {"model_id": model.id, "total": p.count}
+
+
+CHECKS = {
+    "text.generate": check_text_generate,
+    "text.train": check_text_train,
+    "image.train_gan": check_gan_train,
+    "image.generate": check_image_generate,
+}
+
+
+def admit(s: Session, user: User, kind: str, params: BaseModel) -> dict:
+    """Run the kind's checks; returns facts for the job row (``dataset_id``, ``total``, ...)."""
+    return CHECKS[kind](s, user, params)
+
+
+def canonical(obj: object) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,141 @@
+"""Creating, cancelling and re-running jobs. A job exists once its row is committed; then its id is published."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.broker import publish
+from shared.ids import new_id
+from shared.models import Job, JobEvent, JobStatus, User
+from shared.schemas.api import JobCreate
+from shared.schemas.params import PARAMS_BY_KIND
+from shared.settings import get_settings
+from web.errors import Conflict, Invalid, NotFound
+from web.services.admission import admit, canonical
+
+logger = logging.getLogger(__name__)
+
+
+def pydantic_details(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
+    return [
+        {"loc": [*prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def parse_create(body: Any) -> tuple[JobCreate, Any]:
+    """Validate the envelope, then the kind's params; 422 with field details on any error."""
+    if not isinstance(body, dict):
+        raise Invalid("the request body must be a JSON object", code="invalid_body")
+    try:
+        req = JobCreate.model_validate(body)
+    except ValidationError as exc:
+        raise Invalid("invalid job request", details=pydantic_details(exc)) from exc
+    try:
+        params = PARAMS_BY_KIND[req.kind].model_validate(req.params)
+    except ValidationError as exc:
+        raise Invalid(f"invalid params for {req.kind}", details=pydantic_details(exc, ("params",))) from exc
+    return req, params
+
+
+def search_text(kind: str, params: dict) -> str:
+    """What ``?q=`` matches: kind, model/dataset/name fields and the start of the prompts."""
+    parts = [kind] + [str(params[k]) for k in ("model", "base_model", "dataset", "dataset_id", "name") if params.get(k)]
+    for p in (params.get("prompts") or [])[:50]:
+        parts.append((p if isinstance(p, str) else p.get("prompt", ""))[:200])
+    return "\n".join(parts)[:20_000]
+
+
+def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Validate, admit, insert and publish; returns (job, created). Same idempotency key + same body → same job."""
+    req, params = parse_create(body)
+    request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
+    if idempotency_key:
+        existing = _by_idempotency_key(s, user, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    facts = admit(s, user, req.kind, params)
+    stored = params.model_dump(mode="json", exclude_none=True)
+    job = Job(
+        id=new_id("job"), owner_id=user.id, kind=req.kind, status=JobStatus.QUEUED, params=stored,
+        priority=req.priority, queue=req.queue, attempt=1,
+        max_attempts=params.max_attempts or get_settings().default_max_attempts,
+        timeout_seconds=params.timeout_seconds, progress_total=facts.get("total", 0),
+        dataset_id=facts.get("dataset_id"), idempotency_key=idempotency_key, request_hash=request_hash,
+        search_text=search_text(req.kind, stored),
+    )  # fmt: skip
+    s.add(job)
+    s.add(JobEvent(job_id=job.id, attempt=1, type="status", message="queued", data={"status": "queued"}))
+    try:
+        s.commit()
+    except IntegrityError:  # a concurrent request with the same idempotency key won the insert
+        s.rollback()
+        if idempotency_key:
+            existing = _by_idempotency_key(s, user, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        raise
+    enqueue(s, job)
+    return job, True
+
+
+def _by_idempotency_key(s: Session, user: User, key: str, request_hash: str) -> Job | None:
+    job = s.scalars(select(Job).where(Job.owner_id == user.id, Job.idempotency_key == key)).first()
+    if job is not None and job.request_hash != request_hash:
+        raise Invalid("this Idempotency-Key was used with a different request body", code="idempotency_mismatch")
+    return job
+
+
+def enqueue(s: Session, job: Job) -> None:
+    """Publish the job id; on success record when. A failure is fine: the reconciler publishes it later."""
+    if publish(job.id, job.kind, job.queue, job.priority):
+        s.execute(update(Job).where(Job.id == job.id).values(enqueued_at=func.now()))
+        s.commit()
+
+
+def get_job(s: Session, user: User, job_id: str, lock: bool = False) -> Job:
+    stmt = select(Job).where(Job.id == job_id)
+    if not user.is_admin:
+        stmt = stmt.where(Job.owner_id == user.id)
+    if lock:
+        stmt = stmt.with_for_update()
+    job = s.scalars(stmt).first()
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def cancel_job(s: Session, user: User, job_id: str) -> Job:
+    """Queued → cancelled at once; running → cancelling (the worker stops between steps); finished → 409."""
+    job = get_job(s, user, job_id, lock=True)
+    if job.status in JobStatus.TERMINAL:
+        raise Conflict(f"job {job_id} already {job.status}", code="job_finished")
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, func.now()
+        message = "cancelled before it started"
+    else:
+        job.status = JobStatus.CANCELLING
+        message = "cancel requested"
+    job.cancel_requested = True
+    job.updated_at = func.now()
+    s.add(JobEvent(job_id=job.id, attempt=job.attempt, type="status", message=message, data={"status": job.status}))
+    s.commit()
+    s.refresh(job)
+    return job
+
+
+def retry_job(s: Session, user: User, job_id: str) -> Job:
+    """A new job with the same kind, params and priority (re-admitted: models and datasets must still exist)."""
+    old = get_job(s, user, job_id)
+    body = {"kind": old.kind, "params": old.params, "priority": old.priority, "queue": old.queue}
+    job, _ = create_job(s, user, body)
+    job.retry_of = old.id
+    s.commit()
+    return job

@@ -1,0 +1,130 @@
+"""What a task handler gets: the job's params plus fenced, throttled ways to report and store outputs."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from shared.artifacts import ArtifactStore
+from shared.db import session_scope
+from shared.ids import new_id
+from shared.models import Artifact, GenerationResult, JobEvent
+from shared.settings import get_settings
+from shared.timeutil import utcnow
+from worker.fencing import guard
+from worker.ml.common import Stopped
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.5
+
+
+class UserError(Exception):
+    """Bad input discovered while running (e.g. a dataset that cannot be used): fail now, never retry."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class JobContext:
+    """One attempt of one job, as seen by its handler. Every write goes through :func:`guard`."""
+
+    job_id: str
+    attempt: int
+    kind: str
+    owner_id: str
+    params: dict[str, Any]
+    started_at: datetime
+    timeout_seconds: int | None
+    store: ArtifactStore = field(default_factory=ArtifactStore)
+    stop_reason: str | None = None  # set by the worker on shutdown ("shutdown") or by the heartbeat
+    _pending: list[dict] = field(default_factory=list)
+    _last_flush: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _progress: tuple[int, int] | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return self.store.job_dir(self.job_id)
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    def report(self, step: int, total: int, **metrics: float) -> None:
+        """The ML callback: progress + metric point; flushes at most every 0.5 s and raises Stopped when asked."""
+        with self._lock:
+            self._progress = (step, total)
+            if metrics:
+                data = {k: float(v) for k, v in metrics.items() if v is not None}
+                self._pending.append({"type": "metric", "step": step, "data": data, "at": utcnow()})
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+        self.check_stop()
+
+    def log(self, message: str) -> None:
+        """A log line on the job (stored with the next flush, at most 0.5 s later)."""
+        logger.info("[%s] %s", self.job_id, message)
+        with self._lock:
+            self._pending.append({"type": "log", "message": message[:10_000], "at": utcnow()})
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered events and progress in one fenced transaction; notice cancellation."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            progress = self._progress
+        self._last_flush = time.monotonic()
+        with session_scope() as s:
+            job = guard(s, self.job_id, self.attempt, get_settings().lease_seconds)
+            if progress is not None:
+                job.progress_done, job.progress_total = progress
+            if pending:
+                s.execute(insert(JobEvent), [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending])
+            if job.cancel_requested and self.stop_reason is None:
+                self.stop_reason = "cancelled"
+
+    def check_stop(self) -> None:
+        if self.stop_reason is None and self.timeout_seconds:
+            if (utcnow() - self.started_at).total_seconds() > self.timeout_seconds:
+                self.stop_reason = "timeout"
+        if self.stop_reason is not None:
+            raise Stopped(self.stop_reason)
+
+    # -- outputs ---------------------------------------------------------------------------------------------
+    def add_results(self, rows: Iterable[dict]) -> int:
+        """Insert generation results; a row already stored (same prompt index and sequence) is skipped."""
+        rows = [{"job_id": self.job_id, "attempt": self.attempt, **r} for r in rows]
+        if not rows:
+            return 0
+        with session_scope() as s:
+            guard(s, self.job_id, self.attempt)
+            stmt = pg_insert(GenerationResult).values(rows).on_conflict_do_nothing()
+            return s.execute(stmt).rowcount or 0
+
+    def add_artifact(
+        self, name: str, data: bytes, role: str = "output", step: int | None = None, content_type: str | None = None
+    ) -> str:
+        """Store ``data`` in the artifact store and record it on the job (fenced); returns the artifact id."""
+        art_id = new_id("art")
+        rel = f"jobs/{self.job_id}/artifacts/{art_id}-{Path(name).name}"
+        size, sha = self.store.put_bytes(rel, data)
+        ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        with session_scope() as s:
+            guard(s, self.job_id, self.attempt)
+            s.add(Artifact(
+                id=art_id, job_id=self.job_id, owner_id=self.owner_id, name=Path(name).name, role=role,
+                content_type=ctype, size=size, sha256=sha, step=step, path=rel, attempt=self.attempt,
+            ))  # fmt: skip
+        return art_id

@@ -1,0 +1,150 @@
+"""Background duties of every worker's main process, one worker at a time across the cluster.
+
+- **rescue**: jobs whose lease expired (worker killed, machine gone) go back to ``queued`` with ``attempt + 1``, or
+  to ``failed`` when their attempts ran out (``cancelled`` if a cancel was pending).
+- **reconcile**: ``queued`` jobs with no message in the broker (Redis was down at submit, a message was lost, a
+  retry's backoff elapsed) are published again. Redis is only a wake-up signal; Postgres says what must run.
+
+A Postgres advisory lock makes sure only one worker does this at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from shared.broker import QUEUES, publish, redis_url
+from shared.db import get_engine, session_scope
+from shared.models import Job, JobStatus, Worker
+from shared.settings import get_settings
+from shared.timeutil import utcnow
+from worker.runtime import backoff_seconds, status_event
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = 727275
+JOB_ID = re.compile(rb"job_[0-9a-f]{28}")
+RESEND_GRACE = timedelta(seconds=5)
+
+
+def rescue_expired() -> int:
+    """Return expired-lease jobs to the queue (or end them); returns how many were rescued."""
+    with session_scope() as s:
+        jobs = s.scalars(
+            select(Job)
+            .where(Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]), Job.lease_expires_at < func.now())
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in jobs:
+            _rescue_one(s, job)
+        return len(jobs)
+
+
+def _rescue_one(s, job: Job) -> None:
+    worker = job.worker
+    job.lease_expires_at = None
+    if job.status == JobStatus.CANCELLING:
+        job.status, job.finished_at = JobStatus.CANCELLED, func.now()
+        s.add(status_event(job.id, job.attempt, f"cancelled (worker {worker} lost)", status="cancelled"))
+    elif job.timeout_seconds and job.started_at and utcnow() - job.started_at > timedelta(seconds=job.timeout_seconds):
+        job.status, job.finished_at = JobStatus.FAILED, func.now()
+        job.error = {"code": "timeout", "message": f"ran past {job.timeout_seconds}s (worker {worker} stopped)"}
+        s.add(status_event(job.id, job.attempt, "failed: timeout", status="failed"))
+    elif job.attempt >= job.max_attempts:
+        job.status, job.finished_at = JobStatus.FAILED, func.now()
+        job.error = {"code": "worker_lost", "message": f"worker lost on each of {job.attempt} attempts"}
+        s.add(status_event(job.id, job.attempt, "failed: worker_lost: attempts exhausted", status="failed"))
+    else:
+        delay = backoff_seconds(job.attempt)
+        job.status, job.attempt, job.enqueued_at = JobStatus.QUEUED, job.attempt + 1, None
+        job.not_before = utcnow() + timedelta(seconds=delay)
+        s.add(status_event(job.id, job.attempt, f"queued again (attempt {job.attempt}): worker {worker} lost",
+                           status="queued", reason="worker_lost", delay_s=round(delay, 2)))  # fmt: skip
+    logger.warning("rescued job %s from %s -> %s", job.id, worker, job.status)
+
+
+def broker_job_ids() -> set[str]:
+    """Job ids with a message in the broker: waiting in a queue or delivered and not yet acknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=3)
+    found: set[bytes] = set()
+    for queue in QUEUES:
+        for key in client.scan_iter(match=f"{queue}*", count=100):
+            if client.type(key) == b"list":
+                for raw in client.lrange(key, 0, -1):
+                    found.update(JOB_ID.findall(raw))
+    for raw in client.hvals("unacked"):
+        found.update(JOB_ID.findall(raw))
+    return {f.decode() for f in found}
+
+
+def reconcile() -> int:
+    """Publish queued, due jobs that have no message in flight; returns how many were sent."""
+    now = utcnow()
+    with session_scope() as s:
+        due = s.execute(
+            select(Job.id, Job.kind, Job.queue, Job.priority)
+            .where(Job.status == JobStatus.QUEUED)
+            .where((Job.not_before.is_(None)) | (Job.not_before <= now))
+            .where(func.coalesce(Job.enqueued_at, Job.created_at) < now - RESEND_GRACE)
+            .order_by(Job.priority.desc(), Job.id)
+            .limit(1000)
+        ).all()
+    if not due:
+        return 0
+    in_flight = broker_job_ids()
+    sent = [j.id for j in due if j.id not in in_flight and publish(j.id, j.kind, j.queue, j.priority)]
+    if sent:
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id.in_(sent)).values(enqueued_at=func.now()))
+        logger.info("reconciler published %d job(s)", len(sent))
+    return len(sent)
+
+
+def run_once() -> tuple[int, int] | None:
+    """One pass of rescue + reconcile if this process wins the cluster-wide lock, else None."""
+    with get_engine().connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
+            return None
+        try:
+            return rescue_expired(), reconcile()
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            conn.commit()
+
+
+def beat(worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None) -> None:
+    """Record this worker as alive (the system page and /health count workers seen recently)."""
+    with session_scope() as s:
+        stmt = pg_insert(Worker).values(
+            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job
+        )
+        s.execute(stmt.on_conflict_do_update(
+            index_elements=[Worker.id],
+            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device},
+        ))  # fmt: skip
+
+
+class Maintenance(threading.Thread):
+    """Runs :func:`beat` and :func:`run_once` periodically in the worker's main process."""
+
+    def __init__(self, worker_id: str, queues: str, device: str, pid: int):
+        super().__init__(daemon=True, name="genqueue-maintenance")
+        self.worker_id, self.queues, self.device, self.pid = worker_id, queues, device, pid
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        interval = get_settings().rescue_interval_seconds
+        while not self.stop_event.is_set():
+            try:
+                beat(self.worker_id, self.queues, self.device, self.pid)
+                run_once()
+            except Exception as exc:  # noqa: BLE001 - Postgres or Redis briefly down: try again next tick
+                logger.warning("maintenance pass failed: %s", exc)
+            self.stop_event.wait(min(interval, 5))

@@ -1,0 +1,70 @@
+"""What every ML function in genqueue shares: the report callback, cancellation, device choice.
+
+The ML code knows nothing of Celery, Flask or the database. A task hands it plain arguments and a
+``report(step, total, **metrics)`` callback; the callback stores progress and metrics, and is also
+where cancellation (or a lost lease) is noticed: it raises :class:`Stopped` and the ML function lets
+that propagate after saving what it has.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """Raised by a report callback to stop an ML loop cooperatively.
+
+    ``reason`` is ``"cancelled"`` (the user asked), ``"shutdown"`` (the worker is going away and hands the job
+    back), ``"timeout"`` or ``"fenced"`` (a newer attempt owns the job). Loops catch nothing: they save a
+    checkpoint in a ``try/except Stopped`` only where the issue asks for one, then re-raise.
+    """
+
+    def __init__(self, reason: str = "cancelled"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Report(Protocol):
+    """``report(step, total, **metrics)``: progress ``step`` of ``total`` plus named float metrics.
+
+    May raise :class:`Stopped`.
+    """
+
+    def __call__(self, step: int, total: int, **metrics: float) -> None: ...
+
+
+def no_report(step: int, total: int, **metrics: float) -> None:
+    """A report callback that does nothing (tests, benchmarks)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where to run and in which precision."""
+
+    torch_device: torch.device
+    autocast_dtype: torch.dtype | None  # bf16 on CUDA when supported, else None (fp32)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.torch_device.type == "cuda"
+
+    @property
+    def name(self) -> str:
+        if self.is_cuda:
+            return torch.cuda.get_device_name(self.torch_device)
+        return "cpu"
+
+
+def pick_device(prefer: str | None = None) -> Device:
+    """CUDA with bf16 where present (and not overridden by ``prefer="cpu"``), else CPU in fp32."""
+    if prefer != "cpu" and torch.cuda.is_available():
+        dev = torch.device("cuda")
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return Device(dev, dtype)
+    return Device(torch.device("cpu"), None)
