@@ -52,11 +52,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_as_tuple(state["python"]))
     np_s = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_s["keys"].numpy().astype(np.uint32), np_s["pos"], np_s["has_gauss"], np_s["cached_gaussian"])
+        (
+            "MT19937",
+            np_s["keys"].cpu().numpy().astype(np.uint32),
+            np_s["pos"],
+            np_s["has_gauss"],
+            np_s["cached_gaussian"],
+        )
     )
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # the state may have been mapped to the training device
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _as_tuple(value: Any) -> Any:

@@ -1,0 +1,303 @@
+"""``text.train``: fine-tune a GPT-2 (or any local causal LM) or train one from scratch, resumably.
+
+The loop is deliberately plain: pre-tokenized blocks live on the device, a batch is one gather, the only host
+sync per optimizer step is the ``.item()`` on the loss that ``report`` needs; AdamW is fused; bf16 autocast on
+CUDA; SDPA attention. Checkpoints hold everything needed to continue bit-for-bit: weights, optimizer, scheduler,
+RNG, data position (epoch + index into its permutation), the config and the tokens seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from worker.ml.common import Device, Report, Stopped
+from worker.ml.lm_data import BatchOrder, DatasetTooSmall, LMData, build_data
+from worker.ml.lm_models import (
+    PRESETS,
+    SCRATCH,
+    check_block_size,
+    config_context,
+    count_params,
+    model_and_tokenizer,
+    save_final,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DatasetTooSmall", "LMTrainConfig", "LMTrainResult", "train_lm"]
+
+BETAS = (0.9, 0.95)
+# Fields that may differ between the run that wrote a checkpoint and the run resuming it.
+_RESUME_FREE = {"eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "compile"}
+
+
+def _f(default, text: str):
+    """A dataclass field documented by ``metadata["help"]`` (what argparse-style tools and schemas read)."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class LMTrainConfig:
+    """Parameters of a ``text.train`` job; ``metadata["help"]`` documents each field."""
+
+    base_model: str = _f(SCRATCH, '"scratch", a local Hugging Face model directory, or a hub id')
+    size: str = _f("tiny", f"scratch only: preset {sorted(PRESETS)}")
+    n_layer: int | None = _f(None, "scratch only: layers (overrides the preset)")
+    n_head: int | None = _f(None, "scratch only: attention heads (overrides the preset)")
+    n_embd: int | None = _f(None, "scratch only: embedding width (overrides the preset)")
+    vocab_size: int = _f(4096, "scratch only: vocabulary of the byte-level BPE trained on the texts")
+    dropout: float = _f(0.0, "scratch only: dropout (a fine-tuned model keeps its own)")
+    block_size: int = _f(128, "tokens per training sequence; at most the model's context")
+    batch_size: int = _f(16, "sequences per micro-batch")
+    grad_accum_steps: int = _f(1, "micro-batches per optimizer step")
+    learning_rate: float = _f(6e-4, "peak learning rate (after warm-up)")
+    min_lr_ratio: float = _f(0.1, "the cosine decays to learning_rate * min_lr_ratio at the last step")
+    warmup_steps: int = _f(20, "optimizer steps of linear warm-up")
+    max_steps: int | None = _f(None, "optimizer steps to train (give this or epochs; neither means 1 epoch)")
+    epochs: float | None = _f(None, "passes over the training blocks, converted to optimizer steps")
+    weight_decay: float = _f(0.1, "AdamW weight decay, applied to matrices (2-D parameters) only")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
+    eval_every: int = _f(100, "evaluate on the validation blocks every this many steps (and at the end)")
+    eval_batches: int = _f(20, "at most this many validation batches per evaluation")
+    checkpoint_every: int = _f(200, "save a checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = _f(3, "checkpoints kept; older ones are pruned")
+    seed: int = _f(0, "seeds initialisation, the validation split, batch order and dropout")
+    validation_fraction: float = _f(0.05, "fraction of blocks held out when no validation texts are given")
+    compile: bool = _f(False, "torch.compile the model's forward (faster on GPU after a slow first step)")
+
+    def __post_init__(self) -> None:
+        positive = "block_size batch_size grad_accum_steps eval_every eval_batches checkpoint_every keep_checkpoints"
+        bad = [name for name in [*positive.split(), "vocab_size"] if getattr(self, name) < 1]
+        if bad:
+            raise ValueError(f"must be at least 1: {', '.join(bad)}")
+        if self.max_steps is not None and self.epochs is not None:
+            raise ValueError("give max_steps or epochs, not both")
+        if (self.max_steps is not None and self.max_steps < 1) or (self.epochs is not None and self.epochs <= 0):
+            raise ValueError("max_steps / epochs must be positive")
+        if self.learning_rate <= 0 or self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("need learning_rate > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError("validation_fraction must be in (0, 1)")
+        if self.base_model == SCRATCH and self.size not in PRESETS:
+            raise ValueError(f"unknown size {self.size!r}; choose one of {sorted(PRESETS)}")
+
+    def total_steps(self, n_train_blocks: int) -> int:
+        """Optimizer steps of the run: ``max_steps``, or ``epochs`` (default 1) worth of blocks."""
+        if self.max_steps is not None:
+            return self.max_steps
+        per_step = self.batch_size * self.grad_accum_steps
+        return max(1, math.ceil((self.epochs or 1.0) * n_train_blocks / per_step))
+
+
+@dataclass
+class LMTrainResult:
+    """What a finished run produced: ``model_dir`` loads with ``from_pretrained``."""
+
+    model_dir: Path
+    steps: int
+    resumed_from_step: int | None
+    metrics: dict[str, float]  # train_loss, val_loss, perplexity
+    n_params: int
+
+
+def train_lm(
+    cfg: LMTrainConfig,
+    train_texts: Sequence[str],
+    val_texts: Sequence[str] | None,
+    work_dir: Path,
+    device: Device,
+    report: Report,
+    log: Callable[[str], None] = logger.info,
+) -> LMTrainResult:
+    """Train on ``train_texts``; resume from ``work_dir/checkpoints`` if a checkpoint is there.
+
+    Writes ``work_dir/tokenizer`` (scratch), ``work_dir/checkpoints/step-*`` and, at the end, ``work_dir/model``.
+    ``report`` gets every optimizer step; if it raises :class:`Stopped`, a checkpoint of that step is saved and
+    the exception re-raised. Raises :class:`DatasetTooSmall` when the texts make no training/validation block.
+    """
+    work_dir = Path(work_dir)
+    _seed_everything(cfg.seed)
+    model, tokenizer = model_and_tokenizer(cfg, train_texts, work_dir / "tokenizer", log)
+    check_block_size(cfg.block_size, config_context(model.config), cfg.base_model)
+    data = build_data(tokenizer, train_texts, val_texts, cfg.block_size, cfg.validation_fraction, cfg.seed, log)
+    run = _Run(cfg, model, data, device, work_dir / "checkpoints", log)
+    found = latest_checkpoint(run.ckpt_root)
+    if found is not None:
+        run.restore(found)
+    log(
+        f"training {count_params(model):,} parameters on {len(data.train)} blocks ({len(data.val)} validation) "
+        f"of {cfg.block_size} tokens, steps {run.step}→{run.total} on {device.name}"
+    )
+    metrics = run.run(report)
+    model_dir = save_final(model, tokenizer, work_dir / "model")
+    log(f"done: {metrics}; model saved to {model_dir}")
+    return LMTrainResult(model_dir, run.step, run.resumed_from, metrics, count_params(model))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: LMTrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains); fused kernels where supported."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=BETAS, fused=fused, foreach=None if fused else True)
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: LMTrainConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` of it at ``total``."""
+    warmup, floor = cfg.warmup_steps, cfg.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class _Run:
+    """One training run's mutable state: model, optimizer, scheduler, data order, step."""
+
+    def __init__(self, cfg: LMTrainConfig, model, data: LMData, device: Device, ckpt_root: Path, log) -> None:
+        self.cfg, self.device, self.ckpt_root, self.log = cfg, device, ckpt_root, log
+        dev = device.torch_device
+        self.model = model.to(dev).train()
+        self.forward = torch.compile(model) if cfg.compile else model
+        self.train_blocks, self.val_blocks = data.train.to(dev), data.val.to(dev)  # (N, T), (M, T) int32
+        self.order = BatchOrder(len(data.train), cfg.batch_size, cfg.seed, dev)
+        self.total = cfg.total_steps(len(data.train))
+        self.optimizer = _make_optimizer(model, cfg, dev)
+        self.scheduler = _make_scheduler(self.optimizer, cfg, self.total)
+        self.step, self.tokens_seen, self.saved_step = 0, 0, -1
+        self.resumed_from: int | None = None
+        self.metrics: dict[str, float] = {}
+        self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
+
+    def _autocast(self):
+        dtype = self.device.autocast_dtype
+        return nullcontext() if dtype is None else torch.autocast(self.device.torch_device.type, dtype=dtype)
+
+    def _loss(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.long()  # (B, T)
+        with self._autocast():
+            return self.forward(input_ids=x, labels=x, use_cache=False).loss  # () mean over B*(T-1) tokens
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; the mean loss, still on the device."""
+        loss_sum = torch.zeros((), device=self.device.torch_device)
+        for _ in range(self.cfg.grad_accum_steps):
+            loss = self._loss(self.train_blocks[self.order.next()])
+            (loss / self.cfg.grad_accum_steps).backward()
+            loss_sum += loss.detach().float()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / self.cfg.grad_accum_steps
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over at most ``eval_batches`` validation batches (always the same ones) and its perplexity."""
+        self.model.eval()
+        bsz, total = self.cfg.batch_size, torch.zeros((), device=self.device.torch_device)
+        stop = min(len(self.val_blocks), self.cfg.eval_batches * bsz)
+        for start in range(0, stop, bsz):
+            x = self.val_blocks[start : start + bsz]  # (b, T)
+            total += self._loss(x).float() * len(x)
+        self.model.train()
+        val_loss = (total / stop).item()
+        return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 100.0))}
+
+    def run(self, report: Report) -> dict[str, float]:
+        """Steps to ``total`` (reporting each), the end checkpoint; the final metrics."""
+        try:
+            while self.step < self.total:
+                self._one_step(report)
+            if "val_loss" not in self.metrics:  # resumed from the end checkpoint: nothing ran
+                self.metrics.update(self.evaluate())
+                report(self.step, self.total, **self.metrics)
+        except Stopped as stop:
+            self.log(f"stopped ({stop.reason}) at step {self.step}: saving a checkpoint")
+            self.save()
+            raise
+        self.save()
+        return {k: self.metrics[k] for k in ("train_loss", "val_loss", "perplexity")}
+
+    def _one_step(self, report: Report) -> None:
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loss = self.train_step().item()  # the step's one host sync
+        elapsed = time.perf_counter() - start
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        self.metrics = {"train_loss": train_loss, "lr": lr, "tokens_per_s": self.tokens_per_step / elapsed}
+        if self.step % self.cfg.eval_every == 0 or self.step == self.total:
+            self.metrics.update(self.evaluate())
+            self.log(
+                f"step {self.step}/{self.total}: train_loss {train_loss:.4f} val_loss {self.metrics['val_loss']:.4f}"
+            )
+        report(self.step, self.total, **self.metrics)
+        if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total:
+            self.save()
+
+    def save(self) -> None:
+        """Checkpoint the current step (once)."""
+        if self.saved_step == self.step:
+            return
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "data": self.order.state_dict(),
+            "cfg": asdict(self.cfg),
+            "tokens_seen": self.tokens_seen,
+            "metrics": dict(self.metrics),
+        }
+        save_checkpoint(self.ckpt_root, self.step, {"model": self.model}, state, keep=self.cfg.keep_checkpoints)
+        self.saved_step = self.step
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path``: weights, optimizer, scheduler, RNG, data position, step."""
+        state = load_checkpoint(path, {"model": self.model}, device=self.device.torch_device)
+        changed = {k for k, v in state["cfg"].items() if getattr(self.cfg, k, v) != v} - _RESUME_FREE
+        if changed:
+            self.log(f"warning: resuming a checkpoint written with different {sorted(changed)}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.order.load_state_dict(state["data"])
+        set_rng_state(_to_cpu(state["rng"]))  # torch.set_rng_state wants CPU tensors
+        self.step = self.saved_step = self.resumed_from = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.metrics = {k: float(v) for k, v in state["metrics"].items()}
+        self.log(f"resumed from {path.name} (step {self.step}, {self.tokens_seen:,} tokens seen)")
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
