@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: run test test-fast test-slow lint bench venv clean
+.PHONY: run test test-fast test-slow lint bench venv clean browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,17 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/genqueue up
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(PY) -m pytest -q
+
+# Browser tests drive Debian's Chromium (never a downloaded browser). As root, install it when missing; otherwise
+# the browser tests skip and say why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
+		|| echo "could not install chromium: the browser tests will be skipped"; \
+	else echo "no /usr/bin/chromium and not root: the browser tests will be skipped"; fi
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not faults and not browser"

@@ -15,7 +15,8 @@ def authenticate() -> None:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else None
     if token is None and session.get("token_hash"):
-        return _from_session()
+        _from_session()
+        return _check_csrf()
     if not token:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     user, tok = user_for_token(db_session(), token)
@@ -40,6 +41,21 @@ def _from_session() -> None:
         session.clear()
         raise Unauthorized("session expired; log in again")
     g.user, g.token_id = row[0], row[1].id
+
+
+def authenticate_session() -> None:
+    """The dashboard's pages: the session cookie only (the dashboard checks its forms' CSRF field itself)."""
+    if not session.get("token_hash"):
+        raise Unauthorized("not logged in")
+    _from_session()
+
+
+def _check_csrf() -> None:
+    """A state-changing request authenticated by the session cookie must carry the session's CSRF token."""
+    from web.csrf import HEADER, is_valid, needs_check
+
+    if needs_check() and not is_valid(request.headers.get(HEADER)):
+        raise Forbidden(f"missing or invalid CSRF token (send the {HEADER} header)", code="csrf_failed")
 
 
 def touch_token() -> None:

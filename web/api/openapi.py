@@ -122,6 +122,9 @@ def _paths() -> dict:
         "/datasets/{dataset_id}": {"get": {"summary": "A dataset", "parameters": [_path_param("dataset_id")],
                                            "responses": {"200": _json(A.DatasetOut, "Dataset"), **_errors(404),
                                                          **auth}}},
+        "/system": {"get": {"summary": "Health, workers seen (queues, device, last seen) and queue depths",
+                            "responses": {"200": {"description": "System status", "content": {"application/json": {
+                                "schema": {"type": "object"}}}}, **auth}}},
         "/models": {"get": {"summary": "The model registry", "responses": {"200": _json(A.ModelList, "Models"),
                                                                              **auth}}},
         "/models/{model_id}": {"get": {"summary": "A model", "parameters": [_path_param("model_id")],

@@ -34,6 +34,8 @@ def parse_create(body: Any) -> tuple[JobCreate, Any]:
     """Validate the envelope, then the kind's params; 422 with field details on any error."""
     if not isinstance(body, dict):
         raise Invalid("the request body must be a JSON object", code="invalid_body")
+    if "\\u0000" in canonical(body):  # Postgres cannot store NUL in text or JSONB
+        raise Invalid("strings must not contain NUL (\\u0000) characters", code="invalid_body")
     try:
         req = JobCreate.model_validate(body)
     except ValidationError as exc:

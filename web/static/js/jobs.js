@@ -1,0 +1,96 @@
+/* Jobs list: polls GET /api/v1/jobs (same filters as the page) while any visible job is active. */
+(function () {
+  "use strict";
+  const GQ = window.GQ;
+  const INTERVAL = 2000;
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const root = document.getElementById("jobs");
+    if (!root) return;
+    const tbody = document.getElementById("jobs-body");
+    const table = document.getElementById("jobs-table");
+    const pollState = document.getElementById("poll-state");
+    const live = document.getElementById("jobs-live");
+
+    function apiUrl() {
+      const page = new URLSearchParams(window.location.search);
+      const query = new URLSearchParams();
+      for (const key of ["status", "kind", "q", "cursor"]) {
+        if (page.get(key)) query.set(key, page.get(key));
+      }
+      query.set("limit", root.dataset.limit || "25");
+      return root.dataset.api + "?" + query.toString();
+    }
+
+    function visibleActive() {
+      return Array.from(tbody.rows).some((row) => GQ.isActive(row.dataset.status));
+    }
+
+    function cell(label, cls, ...children) {
+      return GQ.el("td", { "data-label": label, class: cls }, ...children);
+    }
+
+    function buildRow(job) {
+      const link = GQ.el("a", { class: "mono", href: "/jobs/" + encodeURIComponent(job.id), title: job.id,
+        "aria-label": "Job " + job.id }, GQ.shortId(job.id));
+      const model = GQ.modelLabel(job);
+      return GQ.el("tr", { dataset: { jobId: job.id, status: job.status } },
+        cell("Job", "cell-id", link),
+        cell("Kind", "cell-kind", GQ.kindLabel(job.kind)),
+        cell("Status", "cell-status", GQ.statusBadge(job.status)),
+        cell("Progress", "cell-progress", GQ.progressBar(job, false)),
+        cell("Model", "cell-model", GQ.el("span", { class: "truncate", title: model }, model)),
+        cell("Created", "cell-created", GQ.timeTag(job.created_at)),
+        cell("Duration", "cell-duration", GQ.duration(job)));
+    }
+
+    function updateRow(row, job) {
+      if (row.dataset.status !== job.status) {
+        row.dataset.status = job.status;
+        row.querySelector(".cell-status").replaceChildren(GQ.statusBadge(job.status));
+      }
+      const progressCell = row.querySelector(".cell-progress");
+      const text = progressCell.querySelector(".progress-text");
+      if (!text || text.textContent !== GQ.progressText(job, false) || !GQ.isActive(job.status)) {
+        progressCell.replaceChildren(GQ.progressBar(job, false));
+      }
+      row.querySelector(".cell-duration").textContent = GQ.duration(job);
+    }
+
+    function render(items) {
+      const existing = new Map(Array.from(tbody.rows).map((row) => [row.dataset.jobId, row]));
+      const changed = [];
+      items.forEach((job, i) => {
+        let row = existing.get(job.id);
+        if (row) {
+          if (row.dataset.status !== job.status) changed.push(job);
+          updateRow(row, job);
+          existing.delete(job.id);
+        } else {
+          row = buildRow(job);
+        }
+        if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null);
+      });
+      for (const row of existing.values()) row.remove();
+      table.classList.toggle("hidden", items.length === 0);
+      if (changed.length) {
+        live.textContent = changed.map((j) => "Job " + GQ.shortId(j.id) + " " + j.status).join(". ");
+      }
+    }
+
+    function setPolling(on) {
+      pollState.textContent = on ? "● Live: updating every " + INTERVAL / 1000 + " s" : "";
+      root.dataset.polling = on ? "1" : "0";
+    }
+
+    if (!visibleActive()) { setPolling(false); return; }
+    setPolling(true);
+    GQ.poll(async function () {
+      const data = await GQ.api(apiUrl());
+      render(data.items);
+      const more = data.items.some((job) => GQ.isActive(job.status));
+      setPolling(more);
+      return more;
+    }, INTERVAL, function () { pollState.textContent = "Connection problem: retrying…"; });
+  });
+})();
