@@ -38,6 +38,11 @@ class UserError(Exception):
         self.message = message
 
 
+def _pg_safe(row: dict) -> dict:
+    """Postgres text cannot hold NUL; a model may still emit it (U+FFFD keeps the position visible)."""
+    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+
+
 @dataclass
 class JobContext:
     """One attempt of one job, as seen by its handler. Every write goes through :func:`guard`."""
@@ -76,7 +81,7 @@ class JobContext:
         """A log line on the job (stored with the next flush, at most 0.5 s later)."""
         logger.info("[%s] %s", self.job_id, message)
         with self._lock:
-            self._pending.append({"type": "log", "message": message[:10_000], "at": utcnow()})
+            self._pending.append({"type": "log", "message": message[:10_000].replace("\x00", "\ufffd"), "at": utcnow()})
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -105,7 +110,7 @@ class JobContext:
     # -- outputs ---------------------------------------------------------------------------------------------
     def add_results(self, rows: Iterable[dict]) -> int:
         """Insert generation results; a row already stored (same prompt index and sequence) is skipped."""
-        rows = [{"job_id": self.job_id, "attempt": self.attempt, **r} for r in rows]
+        rows = [{"job_id": self.job_id, "attempt": self.attempt, **_pg_safe(r)} for r in rows]
         if not rows:
             return 0
         with session_scope() as s:

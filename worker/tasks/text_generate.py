@@ -1,0 +1,99 @@
+"""``text.generate``: bulk GPT-2 generation, results stored chunk by chunk, done prompts skipped on retry."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+
+from shared.db import session_scope
+from shared.models import GenerationResult, ModelKind
+from shared.schemas.params import PromptObject, TextGenerateParams
+from shared.textdata import TextDataError, read_prompts
+from worker.celery_app import app
+from worker.context import JobContext, UserError
+from worker.devices import current_device
+from worker.ml.generate import Completion, GenerateConfig, PromptItem, generate
+from worker.model_cache import cache
+from worker.runtime import run_job
+from worker.tasks.common import hub_online, load_dataset_row, load_model_row, weights_source
+
+logger = logging.getLogger(__name__)
+
+
+def _prompts(ctx: JobContext, p: TextGenerateParams) -> list[tuple[int, str, str | None]]:
+    if p.dataset_id:
+        ds, path = load_dataset_row(ctx, p.dataset_id)
+        try:
+            return [(q.index, q.prompt, q.id) for q in read_prompts(path, ds.format)]
+        except TextDataError as exc:
+            raise UserError("invalid_dataset", str(exc)) from exc
+    out = []
+    for i, q in enumerate(p.prompts or []):
+        out.append((i, q.prompt, q.id) if isinstance(q, PromptObject) else (i, q, None))
+    return out
+
+
+def _done_indexes(job_id: str, sequences: int) -> set[int]:
+    """Prompts whose every sequence is already stored (by an earlier attempt)."""
+    with session_scope() as s:
+        rows = s.execute(
+            select(GenerationResult.prompt_index).where(GenerationResult.job_id == job_id)
+            .group_by(GenerationResult.prompt_index).having(func.count() >= sequences)
+        ).scalars()  # fmt: skip
+        return set(rows)
+
+
+def load_lm(source: str):
+    from worker.ml.lm_loading import load_causal_lm
+
+    device = current_device()
+    try:
+        return load_causal_lm(source, device, local_files_only=True)
+    except OSError:
+        if not hub_online():
+            raise
+        return load_causal_lm(source, device, local_files_only=False)
+
+
+def handle(ctx: JobContext) -> dict:
+    p = TextGenerateParams.model_validate(ctx.params)
+    model = load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)
+    prompts = _prompts(ctx, p)
+    done = _done_indexes(ctx.job_id, p.num_return_sequences)
+    todo = [(i, text, pid) for i, text, pid in prompts if i not in done]
+    by_index = {i: (text, pid) for i, text, pid in prompts}
+    ctx.log(f"{len(prompts)} prompts with {p.model}; {len(done)} already done" if done else
+            f"{len(prompts)} prompts with {p.model}")  # fmt: skip
+    source = weights_source(model)
+    loads_before = cache.loads
+    try:
+        lm = cache.get(source, ModelKind.CAUSAL_LM, lambda: load_lm(source))
+    except OSError as exc:
+        raise UserError("model_unavailable", f"cannot load {p.model!r} (offline and not cached?): {exc}") from exc
+    cfg = GenerateConfig(
+        max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_k=p.top_k or None, top_p=p.top_p,
+        num_return_sequences=p.num_return_sequences, repetition_penalty=p.repetition_penalty, stop=list(p.stop),
+        seed=p.seed, batch_size=p.batch_size,
+    )  # fmt: skip
+
+    def store(chunk: list[Completion]) -> None:
+        ctx.add_results(
+            {"prompt_index": c.index, "sequence": c.sequence, "prompt": by_index[c.index][0],
+             "prompt_id": by_index[c.index][1], "text": c.text, "tokens": c.tokens, "finish_reason": c.finish_reason}
+            for c in chunk
+        )  # fmt: skip
+
+    def report(step: int, total: int, **metrics: float) -> None:
+        ctx.report(len(done) + step, len(prompts), **metrics)
+
+    ctx.report(len(done), len(prompts))
+    out = generate(lm, [PromptItem(i, text) for i, text, _ in todo], cfg, report=report, on_chunk=store)
+    return {"prompts": len(prompts), "generated_now": len(out), "new_tokens": sum(c.tokens for c in out),
+            "skipped_done": len(done), "model": p.model,
+            "model_cache": "miss" if cache.loads > loads_before else "hit"}  # fmt: skip
+
+
+@app.task(name="genqueue.text.generate", bind=True)
+def run(self, job_id: str) -> str:
+    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name)
