@@ -12,7 +12,12 @@ from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ["worker.tasks.text_generate"]
+TASK_MODULES = [
+    "worker.tasks.text_generate",
+    "worker.tasks.text_train",
+    "worker.tasks.image_train_gan",
+    "worker.tasks.image_generate",
+]
 
 app = configure(Celery("genqueue", include=TASK_MODULES), redis_url())
 

@@ -77,8 +77,10 @@ def test_max_new_tokens_above_context(client, tiny_model):
 
 def test_prompt_that_alone_exceeds_context(client, tiny_model):
     long_prompt = "word " * 400
-    body = {"kind": "text.generate",
-            "params": {"model": tiny_model.name, "prompts": ["short", long_prompt], "max_new_tokens": 8}}
+    body = {
+        "kind": "text.generate",
+        "params": {"model": tiny_model.name, "prompts": ["short", long_prompt], "max_new_tokens": 8},
+    }
     err = assert_error(client.post("/api/v1/jobs", json=body), 422)
     assert err["details"][0]["loc"] == ["params", "prompts", 1]
     assert job_count() == 0
@@ -102,9 +104,14 @@ def test_body_over_the_size_limit_is_413(client, app):
 
 
 def test_unknown_job_is_404(client):
-    for method, path in [("get", "/api/v1/jobs/job_nope"), ("post", "/api/v1/jobs/job_nope/cancel"),
-                         ("post", "/api/v1/jobs/job_nope/retry"), ("get", "/api/v1/jobs/job_nope/events"),
-                         ("get", "/api/v1/jobs/job_nope/results"), ("get", "/api/v1/artifacts/art_nope")]:
+    for method, path in [
+        ("get", "/api/v1/jobs/job_nope"),
+        ("post", "/api/v1/jobs/job_nope/cancel"),
+        ("post", "/api/v1/jobs/job_nope/retry"),
+        ("get", "/api/v1/jobs/job_nope/events"),
+        ("get", "/api/v1/jobs/job_nope/results"),
+        ("get", "/api/v1/artifacts/art_nope"),
+    ]:
         assert_error(getattr(client, method)(path), 404, "not_found")
 
 

@@ -47,8 +47,13 @@ def test_generate_job_succeeds_with_one_result_per_prompt(client, tiny_model):
 def test_second_job_on_the_same_model_uses_the_worker_cache(client, tiny_model):
     summaries = []
     for seed in (1, 2):
-        job = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {
-            "model": tiny_model.name, "prompts": ["a", "b"], "max_new_tokens": 4, "seed": seed}}).get_json()
+        job = client.post(
+            "/api/v1/jobs",
+            json={
+                "kind": "text.generate",
+                "params": {"model": tiny_model.name, "prompts": ["a", "b"], "max_new_tokens": 4, "seed": seed},
+            },
+        ).get_json()
         summaries.append(wait_status(client, job["id"], ("succeeded", "failed"))["summary"])
     assert summaries[1]["model_cache"] == "hit", summaries
 
@@ -56,9 +61,19 @@ def test_second_job_on_the_same_model_uses_the_worker_cache(client, tiny_model):
 def test_same_params_and_seed_give_the_same_texts(client, tiny_model):
     texts = []
     for _ in range(2):
-        job = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {
-            "model": tiny_model.name, "prompts": ["one", "two two", "three three three"], "max_new_tokens": 6,
-            "seed": 42, "temperature": 0.9}}).get_json()
+        job = client.post(
+            "/api/v1/jobs",
+            json={
+                "kind": "text.generate",
+                "params": {
+                    "model": tiny_model.name,
+                    "prompts": ["one", "two two", "three three three"],
+                    "max_new_tokens": 6,
+                    "seed": 42,
+                    "temperature": 0.9,
+                },
+            },
+        ).get_json()
         assert wait_status(client, job["id"], ("succeeded", "failed"))["status"] == "succeeded"
         rows = client.get(f"/api/v1/jobs/{job['id']}/results?format=json").get_json()["items"]
         texts.append([r["text"] for r in rows])
@@ -69,21 +84,35 @@ def test_prompt_ids_and_jsonl_dataset(client, tiny_model):
     import io
 
     payload = b'{"prompt": "first", "id": "p-1"}\n{"prompt": "second", "id": "p-2"}\n{"prompt": "third"}\n'
-    ds = client.post("/api/v1/datasets", data={"file": (io.BytesIO(payload), "prompts.jsonl")},
-                     content_type="multipart/form-data")
+    ds = client.post(
+        "/api/v1/datasets", data={"file": (io.BytesIO(payload), "prompts.jsonl")}, content_type="multipart/form-data"
+    )
     assert ds.status_code == 201, ds.get_json()
-    job = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {
-        "model": tiny_model.name, "dataset_id": ds.get_json()["id"], "max_new_tokens": 4}}).get_json()
+    job = client.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "text.generate",
+            "params": {"model": tiny_model.name, "dataset_id": ds.get_json()["id"], "max_new_tokens": 4},
+        },
+    ).get_json()
     assert wait_status(client, job["id"], ("succeeded", "failed"))["status"] == "succeeded"
     rows = client.get(f"/api/v1/jobs/{job['id']}/results?format=json").get_json()["items"]
-    assert [(r["index"], r["id"], r["prompt"]) for r in rows] == [(0, "p-1", "first"), (1, "p-2", "second"),
-                                                                 (2, None, "third")]
+    assert [(r["index"], r["id"], r["prompt"]) for r in rows] == [
+        (0, "p-1", "first"),
+        (1, "p-2", "second"),
+        (2, None, "third"),
+    ]
 
 
 def test_cancel_mid_job_keeps_the_finished_results(client, tiny_model):
     prompts = [f"prompt {i}" for i in range(3000)]
-    job = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {
-        "model": tiny_model.name, "prompts": prompts, "max_new_tokens": 4, "batch_size": 1}}).get_json()
+    job = client.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "text.generate",
+            "params": {"model": tiny_model.name, "prompts": prompts, "max_new_tokens": 4, "batch_size": 1},
+        },
+    ).get_json()
     deadline = time.monotonic() + 60
     while client.get(f"/api/v1/jobs/{job['id']}").get_json()["progress"]["done"] < 3:
         assert time.monotonic() < deadline
@@ -109,14 +138,22 @@ def test_a_later_attempt_skips_prompts_already_stored(client, tiny_model, stack,
     params = {"model": tiny_model.name, "prompts": [f"p{i}" for i in range(6)], "max_new_tokens": 4}
     job_id = new_id("job")
     with stack.engine().begin() as c:  # a job whose first attempt stored prompts 0-2, then lost its worker
-        c.execute(sql("INSERT INTO jobs (id, owner_id, kind, status, params, priority, queue, attempt, max_attempts, "
-                      "progress_done, progress_total, search_text) VALUES (:id, :o, 'text.generate', 'queued', "
-                      "CAST(:p AS jsonb), 0, 'gpu', 2, 3, 3, 6, '')"),
-                  {"id": job_id, "o": user.id, "p": json.dumps(params)})
+        c.execute(
+            sql(
+                "INSERT INTO jobs (id, owner_id, kind, status, params, priority, queue, attempt, max_attempts, "
+                "progress_done, progress_total, search_text) VALUES (:id, :o, 'text.generate', 'queued', "
+                "CAST(:p AS jsonb), 0, 'gpu', 2, 3, 3, 6, '')"
+            ),
+            {"id": job_id, "o": user.id, "p": json.dumps(params)},
+        )
         for i in range(3):
-            c.execute(sql("INSERT INTO generation_results (job_id, prompt_index, sequence, prompt, text, tokens, "
-                          "finish_reason, attempt) VALUES (:j, :i, 0, :p, 'EARLIER', 1, 'length', 1)"),
-                      {"j": job_id, "i": i, "p": f"p{i}"})
+            c.execute(
+                sql(
+                    "INSERT INTO generation_results (job_id, prompt_index, sequence, prompt, text, tokens, "
+                    "finish_reason, attempt) VALUES (:j, :i, 0, :p, 'EARLIER', 1, 'length', 1)"
+                ),
+                {"j": job_id, "i": i, "p": f"p{i}"},
+            )
     final = wait_status(client, job_id, ("succeeded", "failed"), timeout=60)  # the reconciler publishes it
     assert final["status"] == "succeeded" and final["summary"]["skipped_done"] == 3, final
     assert final["attempt"] == 2

@@ -6,16 +6,29 @@ from shared.schemas.params import PARAMS_BY_KIND
 
 
 def submit(client, model: str, prompts: list[str], **extra) -> dict:
-    resp = client.post("/api/v1/jobs", json={"kind": "text.generate",
-                                             "params": {"model": model, "prompts": prompts, **extra}})
+    resp = client.post(
+        "/api/v1/jobs", json={"kind": "text.generate", "params": {"model": model, "prompts": prompts, **extra}}
+    )
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
 
 
 def test_created_job_has_the_contract_fields(client, tiny_model):
     job = submit(client, tiny_model.name, ["a", "b"])
-    for key in ("id", "kind", "status", "params", "priority", "attempt", "progress", "error", "created_at",
-                "started_at", "finished_at", "model_id"):
+    for key in (
+        "id",
+        "kind",
+        "status",
+        "params",
+        "priority",
+        "attempt",
+        "progress",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "model_id",
+    ):
         assert key in job
     assert job["status"] == "queued" and job["attempt"] == 1 and job["progress"]["total"] == 2
     assert job["created_at"].endswith("Z")
@@ -59,8 +72,10 @@ def test_openapi_document_uses_the_params_schemas(client):
     assert doc["openapi"].startswith("3.")
     schemas = doc["components"]["schemas"]
     for model in PARAMS_BY_KIND.values():
-        assert schemas[model.__name__]["properties"] == model.model_json_schema(
-            ref_template="#/components/schemas/{model}")["properties"]
+        assert (
+            schemas[model.__name__]["properties"]
+            == model.model_json_schema(ref_template="#/components/schemas/{model}")["properties"]
+        )
     assert "/jobs/{job_id}/cancel" in doc["paths"]
 
 

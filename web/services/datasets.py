@@ -48,10 +48,10 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
     store, ds_id = ArtifactStore(), new_id("ds")
     rel = f"datasets/{ds_id}/{Path(file.filename).name}"
     try:
-        size, sha = store.put_stream(rel, file.stream, cap)
-    except TooLarge as exc:
-        raise ApiError(f"the {kind} upload is over the limit of {cap} bytes", code="too_large", status=413) from exc
-    try:
+        try:
+            size, sha = store.put_stream(rel, file.stream, cap)
+        except TooLarge as exc:
+            raise ApiError(f"the {kind} upload is over the limit of {cap} bytes", code="too_large", status=413) from exc
         stats = _validate(store.path(rel), kind, fmt)
         existing = s.scalars(select(Dataset).where(Dataset.owner_id == user.id, Dataset.sha256 == sha)).first()
         if existing is not None:

@@ -43,3 +43,31 @@ def hub_online() -> bool:
 
 def weights_source(model: Model) -> str:
     return model_source(model)
+
+
+def unique_model_name(wanted: str | None, default: str) -> str:
+    """``wanted`` if free (it was checked at submit; a race may have taken it), else ``default`` with a suffix."""
+    from sqlalchemy import select
+
+    from shared.models import Model
+
+    base = wanted or default
+    with session_scope() as s:
+        taken = set(s.scalars(select(Model.name).where(Model.name.like(f"{base}%"))))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def register_model(ctx: JobContext, **fields) -> str:
+    """Register the job's model in a fenced transaction (a stale attempt registers nothing); returns its id."""
+    from shared.registration import register_trained
+    from worker.fencing import guard
+
+    with session_scope() as s:
+        guard(s, ctx.job_id, ctx.attempt)
+        model = register_trained(s, owner_id=ctx.owner_id, job_id=ctx.job_id, **fields)
+        return model.id

@@ -1,0 +1,37 @@
+"""``image.generate``: sample PNGs (with provenance metadata) from a registry generator, plus a grid and a zip."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.models import ModelKind
+from shared.schemas.params import ImageGenerateParams
+from worker.celery_app import app
+from worker.context import JobContext
+from worker.devices import current_device
+from worker.ml.gan import generate_images, zip_pngs
+from worker.runtime import run_job
+from worker.tasks.common import load_model_row
+
+logger = logging.getLogger(__name__)
+
+
+def handle(ctx: JobContext) -> dict:
+    p = ImageGenerateParams.model_validate(ctx.params)
+    model = load_model_row(ctx, p.model, ModelKind.GAN_GENERATOR)
+    meta = {"job_id": ctx.job_id, "model_id": model.id, "model_name": model.name}
+    out = generate_images(model.path, p.count, p.seed, current_device(), meta)
+    names = [f"image-{i:04d}.png" for i in range(p.count)]
+    for i, (name, png) in enumerate(zip(names, out.pngs, strict=True)):
+        ctx.add_artifact(name, png, role="image", content_type="image/png")
+        ctx.report(i + 1, p.count)
+    if p.grid:
+        ctx.add_artifact("grid.png", out.grid_png, role="grid", content_type="image/png")
+    ctx.add_artifact(f"images-{ctx.job_id}.zip", zip_pngs(out.pngs, names), role="archive",
+                     content_type="application/zip")  # fmt: skip
+    return {"images": p.count, "seed": p.seed, "model": model.name}
+
+
+@app.task(name="genqueue.image.generate", bind=True)
+def run(self, job_id: str) -> str:
+    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name)

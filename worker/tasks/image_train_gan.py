@@ -1,0 +1,61 @@
+"""``image.train_gan``: train a DCGAN or MLP GAN; sample grids per step as artifacts; registers the generator."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.models import ModelKind
+from shared.schemas.params import GanTrainParams
+from worker.celery_app import app
+from worker.context import JobContext, UserError
+from worker.devices import current_device, gan_device
+from worker.ml.gan import GanTrainConfig, ImageDatasetError, load_images, train_gan
+from worker.runtime import run_job
+from worker.tasks.common import load_dataset_row, register_model, unique_model_name
+
+logger = logging.getLogger(__name__)
+
+
+def _images(ctx: JobContext, p: GanTrainParams):
+    source = p.dataset
+    if p.dataset not in ("digits", "mnist"):
+        _, path = load_dataset_row(ctx, p.dataset)
+        source = str(path)
+    try:
+        return load_images(source, p.image_size, p.channels)
+    except ImageDatasetError as exc:
+        raise UserError("invalid_dataset", str(exc)) from exc
+
+
+def handle(ctx: JobContext) -> dict:
+    p = GanTrainParams.model_validate(ctx.params)
+    images = _images(ctx, p)
+    device = gan_device()
+    ctx.log(f"{p.architecture} on {len(images)} images of {p.channels}×{p.image_size}² ({p.dataset}), "
+            f"device {device.name}{' bf16' if device.autocast_dtype is not None else ''}")  # fmt: skip
+    cfg = GanTrainConfig(
+        architecture=p.architecture, image_size=p.image_size, channels=p.channels, latent_dim=p.latent_dim,
+        batch_size=p.batch_size, learning_rate=p.learning_rate, beta1=p.beta1, beta2=p.beta2,
+        max_steps=p.max_steps, epochs=p.epochs, sample_every=p.sample_every, checkpoint_every=p.checkpoint_every,
+        seed=p.seed,
+    )  # fmt: skip
+
+    def on_sample(step: int, png: bytes) -> None:
+        ctx.add_artifact(f"samples-step{step:07d}.png", png, role="sample", step=step, content_type="image/png")
+
+    result = train_gan(cfg, images, ctx.work_dir / "gan", device, report=ctx.report, on_sample=on_sample,
+                       log=ctx.log)  # fmt: skip
+    name = unique_model_name(p.name, f"{p.architecture}-{ctx.job_id[-8:]}")
+    dataset_id = None if p.dataset in ("digits", "mnist") else p.dataset
+    model_id = register_model(
+        ctx, name=name, kind=ModelKind.GAN_GENERATOR, path=result.generator_dir, dataset_id=dataset_id,
+        base=p.dataset, metrics=result.metrics, config=cfg.spec().__dict__ | {"dataset": p.dataset},
+    )  # fmt: skip
+    ctx.log(f"registered generator {name} ({model_id})")
+    return {"model_id": model_id, "model_name": name, "steps": result.steps, "metrics": result.metrics,
+            "resumed_from_step": result.resumed_from_step}  # fmt: skip
+
+
+@app.task(name="genqueue.image.train_gan", bind=True)
+def run(self, job_id: str) -> str:
+    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name)

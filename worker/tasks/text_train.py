@@ -1,0 +1,77 @@
+"""``text.train``: fine-tune a GPT-2 or train one from scratch; checkpoints resume a retried job; registers the model."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.models import ModelKind
+from shared.schemas.params import TextTrainParams
+from shared.textdata import TextDataError, read_documents
+from worker.celery_app import app
+from worker.context import JobContext, UserError
+from worker.devices import current_device
+from worker.ml.lm_data import DatasetTooSmall
+from worker.ml.lm_models import BlockSizeTooLarge
+from worker.ml.lm_train import LMTrainConfig, train_lm
+from worker.runtime import run_job
+from worker.tasks.common import load_dataset_row, load_model_row, register_model, unique_model_name, weights_source
+
+logger = logging.getLogger(__name__)
+
+
+def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
+    ds, path = load_dataset_row(ctx, dataset_id)
+    try:
+        docs = read_documents(path, ds.format)
+    except TextDataError as exc:
+        raise UserError("invalid_dataset", f"{dataset_id}: {exc}") from exc
+    if not docs:
+        raise UserError("invalid_dataset", f"{dataset_id} has no training text")
+    return docs
+
+
+def config_from(p: TextTrainParams, base: str) -> LMTrainConfig:
+    return LMTrainConfig(
+        base_model=base, size=p.size or "tiny", n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd,
+        vocab_size=p.vocab_size, block_size=p.block_size, batch_size=p.batch_size,
+        grad_accum_steps=p.grad_accum_steps, learning_rate=p.learning_rate, warmup_steps=p.warmup_steps,
+        max_steps=p.max_steps, epochs=p.epochs, weight_decay=p.weight_decay, eval_every=p.eval_every,
+        checkpoint_every=p.checkpoint_every, seed=p.seed, validation_fraction=p.validation_fraction,
+    )  # fmt: skip
+
+
+def handle(ctx: JobContext) -> dict:
+    p = TextTrainParams.model_validate(ctx.params)
+    base_name = base = "scratch"
+    if p.base_model != "scratch":
+        model = load_model_row(ctx, p.base_model, ModelKind.CAUSAL_LM)
+        base_name, base = model.name, weights_source(model)
+    train = _texts(ctx, p.dataset_id)
+    val = _texts(ctx, p.validation_dataset_id) if p.validation_dataset_id else None
+    ctx.log(f"training {base_name} on {len(train)} documents" + (f", {len(val)} for validation" if val else ""))
+    try:
+        cfg = config_from(p, base)
+        result = train_lm(cfg, train, val, ctx.work_dir / "lm", current_device(), report=ctx.report, log=ctx.log)
+    except (DatasetTooSmall, BlockSizeTooLarge) as exc:
+        raise UserError("invalid_params", str(exc)) from exc
+    except OSError as exc:  # a hub base model that is neither cached nor reachable
+        raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
+    name = unique_model_name(p.name, f"gpt2-{ctx.job_id[-8:]}")
+    model_id = register_model(
+        ctx, name=name, kind=ModelKind.CAUSAL_LM, path=result.model_dir, dataset_id=p.dataset_id, base=base_name,
+        metrics=result.metrics, config={"context_length": _context(result.model_dir), "n_params": result.n_params},
+    )  # fmt: skip
+    ctx.log(f"registered model {name} ({model_id})")
+    return {"model_id": model_id, "model_name": name, "steps": result.steps, "metrics": result.metrics,
+            "resumed_from_step": result.resumed_from_step, "n_params": result.n_params}  # fmt: skip
+
+
+def _context(model_dir) -> int:
+    from worker.ml.lm_models import context_length
+
+    return context_length(model_dir)
+
+
+@app.task(name="genqueue.text.train", bind=True)
+def run(self, job_id: str) -> str:
+    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name)
