@@ -1,4 +1,4 @@
-"""``text.train``: fine-tune a GPT-2 or train one from scratch; checkpoints resume a retried job; registers the model."""
+"""``text.train``: fine-tune a GPT-2 or train one from scratch; a retried job resumes; the model is registered."""
 
 from __future__ import annotations
 
