@@ -16,6 +16,7 @@ losses read back with ``.item()`` for logging.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -106,9 +107,14 @@ def _timed(step, n: int, device: torch.device) -> tuple[int, float, float]:
 
 
 def _device(name: str, precision: str) -> Device:
-    """genqueue's device choice (``auto``), or the same device with the precision forced."""
+    """genqueue's device choice for GAN jobs (``auto``: bf16 on CUDA, and on CPUs with native bf16 — see
+    worker.devices.gan_device), or the same device with the precision forced."""
     device = pick_device(name)
     if precision == "auto":
+        from worker.devices import cpu_has_native_bf16
+
+        if not device.is_cuda and cpu_has_native_bf16() and os.environ.get("GENQUEUE_GAN_CPU_BF16", "1") != "0":
+            return Device(device.torch_device, torch.bfloat16)
         return device
     return Device(device.torch_device, torch.bfloat16 if precision == "bf16" else None)
 
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="genqueue loop's autocast: auto = pick_device's choice (bf16 on CUDA, fp32 on CPU); "
+        help="genqueue loop's autocast: auto = what GAN jobs use (bf16 on CUDA and on CPUs with native bf16); "
         "the reference loop is always fp32",
     )
     args = parser.parse_args(argv)
