@@ -1,8 +1,16 @@
-"""The Redis broker address and the Celery app used to *send* work (the worker side configures the same app)."""
+"""The Redis broker address and the Celery app used to *send* work (the worker side configures the same app).
+
+Redis is only a wake-up signal: a message carries a job id and nothing else, and losing it loses no job (the
+reconciler in ``worker/maintenance.py`` publishes again whatever Postgres says is queued with no message in flight).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
 from functools import lru_cache
 
 from celery import Celery
@@ -19,6 +27,33 @@ TASK_BY_KIND = {
 }
 QUEUES = ("gpu", "cpu")
 
+# A job with no ``timeout_seconds`` of its own gets its kind's default (the claim writes it into the row).
+DEFAULT_TIMEOUT_SECONDS = {
+    "text.generate": 6 * 3600,
+    "text.train": 72 * 3600,
+    "image.train_gan": 72 * 3600,
+    "image.generate": 2 * 3600,
+}
+FALLBACK_TIMEOUT_SECONDS = 24 * 3600
+
+# kombu's Redis transport keeps a delivered, not yet acknowledged message in the hash UNACKED_KEY and its delivery
+# time in the sorted set UNACKED_INDEX_KEY; a message older than the visibility timeout there is put back in its
+# queue (redelivered).
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+DEFAULT_VISIBILITY_TIMEOUT = 12 * 3600
+# After a failed publish, skip the broker for this long (the reconciler sends what was skipped), so a dead Redis
+# costs one failed attempt now and then rather than one per request.
+PUBLISH_BREAKER_SECONDS = 2.0
+
+_breaker_lock = threading.Lock()
+_publish_down_until = 0.0
+
+
+def default_timeout(kind: str) -> int:
+    """The timeout of a ``kind`` job that did not ask for one."""
+    return DEFAULT_TIMEOUT_SECONDS.get(kind, FALLBACK_TIMEOUT_SECONDS)
+
 
 def redis_url() -> str:
     """``REDIS_URL``, else the embedded server recorded by a running ``genqueue up``."""
@@ -33,15 +68,43 @@ def redis_url() -> str:
     raise RuntimeError("No broker: set REDIS_URL, or start the embedded services with `genqueue up`.")
 
 
+def visibility_timeout() -> int:
+    """Seconds before an unacknowledged message is redelivered (``GENQUEUE_VISIBILITY_TIMEOUT``, default 12 h).
+
+    Long jobs outlive it safely: a live worker keeps renewing its messages (:func:`touch_deliveries`), and a message
+    redelivered anyway is absorbed by the atomic claim. Tests set it low to prove exactly that.
+    """
+    raw = os.environ.get("GENQUEUE_VISIBILITY_TIMEOUT", "")
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_VISIBILITY_TIMEOUT
+    except ValueError as exc:
+        raise SystemExit(f"GENQUEUE_VISIBILITY_TIMEOUT must be an integer, got {raw!r}") from exc
+
+
+def _transport_options() -> dict:
+    vt = visibility_timeout()
+    options = {
+        "visibility_timeout": vt,
+        "queue_order_strategy": "priority",
+        "priority_steps": list(range(10)),
+        "socket_timeout": 5,
+        "socket_connect_timeout": 3,
+    }
+    if vt < 600:  # a short timeout only means something if kombu also looks for overdue messages often
+        options.update(unacked_restore_interval=max(1, vt // 3), unacked_restore_throttle=1)
+    return options
+
+
 def configure(app: Celery, broker: str) -> Celery:
     """Celery settings shared by sender and worker: JSON only, late acks, prefetch 1, no result backend."""
-    settings = get_settings()
     app.conf.update(
         broker_url=broker,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
         result_backend=None,
+        # A message is acknowledged only when its task returns, and requeued if the pool process running it dies:
+        # the window between delivery and the claim in Postgres is covered by the broker, the rest by the lease.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -49,15 +112,7 @@ def configure(app: Celery, broker: str) -> Celery:
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
-        broker_transport_options={
-            # Postgres decides who runs a job; a redelivered message is absorbed by the atomic claim, so the
-            # visibility timeout only needs to exceed a job's queue wait. Long jobs hold a lease, not a message.
-            "visibility_timeout": settings.extra.get("visibility_timeout", 12 * 3600),
-            "queue_order_strategy": "priority",
-            "priority_steps": list(range(10)),
-            "socket_timeout": 5,
-            "socket_connect_timeout": 3,
-        },
+        broker_transport_options=_transport_options(),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_enable_remote_control=True,
@@ -67,8 +122,13 @@ def configure(app: Celery, broker: str) -> Celery:
 
 @lru_cache(maxsize=1)
 def sender() -> Celery:
-    """A Celery app used only to publish job ids (web, reconciler)."""
-    return configure(Celery("genqueue"), redis_url())
+    """A Celery app used only to publish job ids (web, reconciler, a worker handing a job back).
+
+    It tries the broker once per publish (no connection retry loop): a submission must not wait on a dead Redis.
+    """
+    app = configure(Celery("genqueue"), redis_url())
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "max_retries": 0}
+    return app
 
 
 def celery_priority(priority: int) -> int:
@@ -78,11 +138,35 @@ def celery_priority(priority: int) -> int:
 
 def publish(job_id: str, kind: str, queue: str, priority: int) -> bool:
     """Send the job id; False (logged) when the broker is unreachable — the reconciler sends it later."""
+    global _publish_down_until
+    if time.monotonic() < _publish_down_until:
+        return False
     try:
         sender().send_task(
             TASK_BY_KIND[kind], args=[job_id], queue=queue, priority=celery_priority(priority), retry=False
         )
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure: the job row is committed, the reconciler resends
+        with _breaker_lock:
+            _publish_down_until = time.monotonic() + PUBLISH_BREAKER_SECONDS
         logger.warning("could not publish job %s (%s); the reconciler will send it", job_id, exc)
         return False
+
+
+def redis_client():
+    """A plain Redis client on the broker with short timeouts (for the reconciler's scan and delivery renewal)."""
+    import redis
+
+    return redis.Redis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=3)
+
+
+def touch_deliveries(tags: Iterable[str], client=None) -> int:
+    """Mark messages this (live) worker holds as just delivered, so the visibility timeout never redelivers them.
+
+    ``ZADD XX`` only updates tags still in the index: a message already restored to its queue is not resurrected.
+    """
+    tags = [t for t in tags if t]
+    if not tags:
+        return 0
+    client = client or redis_client()
+    return int(client.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, time.time()), xx=True, ch=True) or 0)

@@ -36,6 +36,11 @@ class Settings:
     max_prompt_chars: int = 20_000
     max_text_upload_bytes: int = 50 * 1024 * 1024
     max_image_upload_bytes: int = 200 * 1024 * 1024
+    # Per-user limits on submissions (POST /jobs, retry, dataset uploads): a fixed one-minute window counted in Redis
+    # (0 disables it), and caps on the user's jobs waiting in the queue and (enforced when a worker claims) running.
+    rate_limit_per_minute: int = 600
+    max_queued_per_user: int = 1000
+    max_running_per_user: int = 0  # 0: no cap
     default_max_attempts: int = 3
     lease_seconds: int = 60
     heartbeat_seconds: int = 10
@@ -93,6 +98,11 @@ def load_settings() -> Settings:
         token=_token(data_dir),
         max_body_bytes=_int("GENQUEUE_MAX_BODY_BYTES", 64 * 1024 * 1024),
         max_prompts=_int("GENQUEUE_MAX_PROMPTS", 10_000),
+        max_text_upload_bytes=_int("GENQUEUE_MAX_TEXT_UPLOAD_BYTES", 50 * 1024 * 1024),
+        max_image_upload_bytes=_int("GENQUEUE_MAX_IMAGE_UPLOAD_BYTES", 200 * 1024 * 1024),
+        rate_limit_per_minute=_int("GENQUEUE_RATE_LIMIT_PER_MINUTE", 600),
+        max_queued_per_user=_int("GENQUEUE_MAX_QUEUED_PER_USER", 1000),
+        max_running_per_user=_int("GENQUEUE_MAX_RUNNING_PER_USER", 0),
         default_max_attempts=_int("GENQUEUE_MAX_ATTEMPTS", 3),
         lease_seconds=_int("GENQUEUE_LEASE_SECONDS", 60),
         heartbeat_seconds=_int("GENQUEUE_HEARTBEAT_SECONDS", 10),

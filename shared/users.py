@@ -17,6 +17,9 @@ def hash_token(token: str) -> str:
 
 
 def create_user(session: Session, name: str, is_admin: bool = False) -> User:
+    """A new user; :class:`UserError` if the name is taken."""
+    if session.scalars(select(User.id).where(User.name == name)).first() is not None:
+        raise UserError(f"a user named {name!r} already exists")
     user = User(id=new_id("usr"), name=name, is_admin=is_admin)
     session.add(user)
     session.flush()
@@ -29,6 +32,23 @@ def issue_token(session: Session, user: User, name: str = "cli") -> str:
     session.add(ApiToken(id=new_id("tok"), user_id=user.id, token_hash=hash_token(token), name=name))
     session.flush()
     return token
+
+
+class UserError(ValueError):
+    """A user command that cannot be done (an unknown user, a name already taken)."""
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        raise UserError(f"no user named {name!r}")
+    return user
+
+
+def list_tokens(session: Session, name: str) -> list[ApiToken]:
+    """The tokens of user ``name``, oldest first (revoked ones included; the token values are never stored)."""
+    user = get_user(session, name)
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)))
 
 
 def user_for_token(session: Session, token: str) -> tuple[User | None, ApiToken | None]:

@@ -40,8 +40,23 @@ def stack():
 def worker(stack):
     """One real Celery worker process for the session (tests that kill workers start their own)."""
     w = WorkerProcess(stack, name="w-session").start()
+    _session_workers.append(w)
     yield w
+    _session_workers.remove(w)
     w.stop()
+
+
+_session_workers: list[WorkerProcess] = []
+
+
+@pytest.fixture
+def held_queue(stack):
+    """Jobs submitted during the test stay ``queued``: a session worker already started stops consuming meanwhile."""
+    for w in _session_workers:
+        w.consume(False)
+    yield
+    for w in _session_workers:
+        w.consume(True)
 
 
 @pytest.fixture

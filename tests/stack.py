@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +130,24 @@ class WorkerProcess:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}@{socket.gethostname()}"
+
+    def consume(self, on: bool) -> None:
+        """Stop (or resume) taking messages from both queues, through Celery's remote control; the process stays up.
+
+        Waits for the worker's acknowledgement, so a job submitted afterwards stays ``queued``.
+        """
+        from shared.broker import QUEUES, sender
+
+        control = sender().control
+        for queue in QUEUES:
+            call = control.add_consumer if on else control.cancel_consumer
+            replies = call(queue, destination=[self.hostname], reply=True, timeout=10)
+            if not replies:
+                raise RuntimeError(f"{self.hostname} did not answer the {'add' if on else 'cancel'}_consumer request")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

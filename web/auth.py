@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import g, request, session
 
 from shared.timeutil import utcnow
@@ -26,6 +28,7 @@ def authenticate() -> None:
         raise Forbidden("this token was revoked", code="token_revoked")
     g.user = user
     g.token_id = tok.id
+    touch_token(tok)
 
 
 def _from_session() -> None:
@@ -41,6 +44,7 @@ def _from_session() -> None:
         session.clear()
         raise Unauthorized("session expired; log in again")
     g.user, g.token_id = row[0], row[1].id
+    touch_token(row[1])
 
 
 def authenticate_session() -> None:
@@ -58,11 +62,17 @@ def _check_csrf() -> None:
         raise Forbidden(f"missing or invalid CSRF token (send the {HEADER} header)", code="csrf_failed")
 
 
-def touch_token() -> None:
-    """Record when a token was last used (cheap; once per request)."""
-    if getattr(g, "token_id", None):
-        from shared.models import ApiToken
+TOUCH_EVERY = timedelta(seconds=60)
 
-        tok = db_session().get(ApiToken, g.token_id)
-        if tok is not None:
-            tok.last_used_at = utcnow()
+
+def touch_token(tok) -> None:
+    """Record when a token was last used (``genqueue users tokens``), at most once a minute per token."""
+    from sqlalchemy import func, update
+
+    from shared.models import ApiToken
+
+    if tok.last_used_at is not None and utcnow() - tok.last_used_at < TOUCH_EVERY:
+        return
+    s = db_session()
+    s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=func.now()))
+    s.commit()

@@ -16,11 +16,19 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, details: list[Any] | None = None, code: str | None = None, status=None):
+    def __init__(
+        self,
+        message: str,
+        details: list[Any] | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message, self.details = message, details
         self.code = code or self.code
         self.status = status or self.status
+        self.headers = dict(headers or {})
 
 
 class Invalid(ApiError):
@@ -62,6 +70,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         resp = error_response(exc.status, exc.code, exc.message, exc.details)
+        resp[0].headers.update(exc.headers)
         if exc.status == 401:
             resp[0].headers["WWW-Authenticate"] = "Bearer"
         return resp
@@ -73,7 +82,7 @@ def register_error_handlers(app: Flask) -> None:
         code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code or 400, "bad_request")
         message = exc.description or exc.name
         if exc.code == 413:
-            message = f"request body over the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            message = f"request body over the limit of {request.max_content_length} bytes"
         return error_response(exc.code or 400, code, message)
 
     @app.errorhandler(OperationalError)

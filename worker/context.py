@@ -21,7 +21,7 @@ from shared.ids import new_id
 from shared.models import Artifact, GenerationResult, JobEvent
 from shared.settings import get_settings
 from shared.timeutil import utcnow
-from worker.fencing import guard
+from worker.fencing import Fenced, guard, ride_out
 from worker.ml.common import Stopped
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,12 @@ class JobContext:
     kind: str
     owner_id: str
     params: dict[str, Any]
-    started_at: datetime
+    started_at: datetime  # when the job first started: ``timeout_seconds`` counts from here, across attempts
     timeout_seconds: int | None
     store: ArtifactStore = field(default_factory=ArtifactStore)
-    stop_reason: str | None = None  # set by the worker on shutdown ("shutdown") or by the heartbeat
+    # Why the handler must stop at its next report: "cancelled" / "timeout" / "fenced" (noticed by the heartbeat or a
+    # flush) or "shutdown" (the worker got SIGTERM and hands the job back).
+    stop_reason: str | None = None
     _pending: list[dict] = field(default_factory=list)
     _last_flush: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,6 +93,16 @@ class JobContext:
             pending, self._pending = self._pending, []
             progress = self._progress
         self._last_flush = time.monotonic()
+        try:
+            ride_out(lambda: self._write(pending, progress), f"flush {self.job_id}")
+        except Fenced:
+            raise
+        except Exception:
+            with self._lock:  # keep the events for a later flush
+                self._pending[:0] = pending
+            raise
+
+    def _write(self, pending: list[dict], progress: tuple[int, int] | None) -> None:
         with session_scope() as s:
             job = guard(s, self.job_id, self.attempt, get_settings().lease_seconds)
             if progress is not None:
@@ -100,10 +112,20 @@ class JobContext:
             if job.cancel_requested and self.stop_reason is None:
                 self.stop_reason = "cancelled"
 
+    @property
+    def deadline_passed(self) -> bool:
+        return bool(self.timeout_seconds) and (utcnow() - self.started_at).total_seconds() > self.timeout_seconds
+
     def check_stop(self) -> None:
-        if self.stop_reason is None and self.timeout_seconds:
-            if (utcnow() - self.started_at).total_seconds() > self.timeout_seconds:
-                self.stop_reason = "timeout"
+        """Raise :class:`Stopped` if the job must stop; :class:`Fenced` (not Stopped) once a newer attempt owns it.
+
+        ML loops save a checkpoint when they catch ``Stopped``; a fenced attempt must not touch the job's work
+        directory any more (the new attempt resumes from it), so it gets an exception the loops do not catch.
+        """
+        if self.stop_reason is None and self.deadline_passed:
+            self.stop_reason = "timeout"
+        if self.stop_reason == "fenced":
+            raise Fenced(f"job {self.job_id} attempt {self.attempt} no longer owns the job")
         if self.stop_reason is not None:
             raise Stopped(self.stop_reason)
 
@@ -113,10 +135,14 @@ class JobContext:
         rows = [{"job_id": self.job_id, "attempt": self.attempt, **_pg_safe(r)} for r in rows]
         if not rows:
             return 0
-        with session_scope() as s:
-            guard(s, self.job_id, self.attempt)
-            stmt = pg_insert(GenerationResult).values(rows).on_conflict_do_nothing()
-            return s.execute(stmt).rowcount or 0
+
+        def write() -> int:
+            with session_scope() as s:
+                guard(s, self.job_id, self.attempt)
+                stmt = pg_insert(GenerationResult).values(rows).on_conflict_do_nothing()
+                return s.execute(stmt).rowcount or 0
+
+        return ride_out(write, f"results of {self.job_id}")
 
     def add_artifact(
         self, name: str, data: bytes, role: str = "output", step: int | None = None, content_type: str | None = None
@@ -126,10 +152,15 @@ class JobContext:
         rel = f"jobs/{self.job_id}/artifacts/{art_id}-{Path(name).name}"
         size, sha = self.store.put_bytes(rel, data)
         ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        with session_scope() as s:
-            guard(s, self.job_id, self.attempt)
-            s.add(Artifact(
-                id=art_id, job_id=self.job_id, owner_id=self.owner_id, name=Path(name).name, role=role,
-                content_type=ctype, size=size, sha256=sha, step=step, path=rel, attempt=self.attempt,
-            ))  # fmt: skip
+        row = {
+            "id": art_id, "job_id": self.job_id, "owner_id": self.owner_id, "name": Path(name).name, "role": role,
+            "content_type": ctype, "size": size, "sha256": sha, "step": step, "path": rel, "attempt": self.attempt,
+        }  # fmt: skip
+
+        def write() -> None:
+            with session_scope() as s:
+                guard(s, self.job_id, self.attempt)
+                s.execute(pg_insert(Artifact).values(row).on_conflict_do_nothing(index_elements=[Artifact.id]))
+
+        ride_out(write, f"artifact of {self.job_id}")
         return art_id

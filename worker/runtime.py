@@ -1,29 +1,56 @@
-"""The life of one attempt: claim atomically, run the handler under a lease, finish with a fenced status write."""
+"""The life of one attempt: claim atomically, run the handler under a lease, finish with a fenced status write.
+
+How an attempt can end, and what becomes of the job:
+
+==========================================  =====================================================================
+the handler returns                         ``succeeded``
+:class:`UserError`, invalid params          ``failed`` at once (bad input does not get better by retrying)
+a transient error (connection, OOM, …)      ``queued`` again with ``attempt + 1`` after a jittered backoff, until
+                                            ``max_attempts``; then ``failed``
+an unexpected exception                     ``failed`` with ``internal_error`` (and the traceback in the job's log)
+cancel requested                            ``cancelled`` at the next report (the loop saves what it has)
+past ``timeout_seconds``                    ``failed`` with ``timeout``: at the next report, or, for a handler that
+                                            stopped reporting, by the heartbeat thread, which then ends the process
+SIGTERM (worker shutting down)              checkpoint at the next report, ``queued`` again at once (not counted as
+                                            an attempt) and published for another worker
+the process dies                            the lease expires and the rescuer requeues it (``worker/maintenance.py``)
+a newer attempt owns the job                nothing: every write of this attempt is fenced off
+==========================================  =====================================================================
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
 import threading
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from pydantic import ValidationError
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import OperationalError
 
+from shared.broker import DEFAULT_TIMEOUT_SECONDS, FALLBACK_TIMEOUT_SECONDS, publish
 from shared.db import session_scope
 from shared.models import Job, JobEvent, JobStatus
 from shared.settings import get_settings
 from shared.timeutil import utcnow
 from worker.context import JobContext, UserError
-from worker.fencing import Fenced, guard
+from worker.fencing import Fenced, guard, ride_out
 from worker.ml.common import Stopped
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
+
+HUNG_EXIT_CODE = 75  # a pool process ended because its job ran past its timeout without stopping
+# Set in Celery pool processes (worker/celery_app.py): only there may the heartbeat end a hung job's process, since
+# the pool replaces it; anywhere else a hung handler is only marked and failed.
+exit_on_hung = False
 
 
 class TransientError(Exception):
@@ -42,9 +69,15 @@ def status_event(job_id: str, attempt: int, message: str, **data: Any) -> JobEve
     return JobEvent(job_id=job_id, attempt=attempt, type="status", message=message, data=data or None)
 
 
+def hang_grace_seconds(timeout: int) -> float:
+    """How long past its timeout a job that stopped reporting gets before its process is ended."""
+    return min(60.0, max(2.0, timeout / 20))
+
+
 def claim(job_id: str, worker: str, device: str) -> JobContext | None:
     """Atomically move a queued job to running; None if someone else has it, it was cancelled, or it waits."""
     settings = get_settings()
+    default_timeout = case(DEFAULT_TIMEOUT_SECONDS, value=Job.kind, else_=FALLBACK_TIMEOUT_SECONDS)
     with session_scope() as s:
         job = s.execute(
             update(Job)
@@ -58,6 +91,7 @@ def claim(job_id: str, worker: str, device: str) -> JobContext | None:
                 worker=worker,
                 device=device,
                 not_before=None,
+                timeout_seconds=func.coalesce(Job.timeout_seconds, default_timeout),
                 updated_at=func.now(),
             )  # fmt: skip
             .returning(Job)
@@ -68,25 +102,29 @@ def claim(job_id: str, worker: str, device: str) -> JobContext | None:
                            status="running", worker=worker, device=device))  # fmt: skip
         return JobContext(
             job_id=job.id, attempt=job.attempt, kind=job.kind, owner_id=job.owner_id, params=dict(job.params),
-            started_at=utcnow(), timeout_seconds=job.timeout_seconds,
+            started_at=job.started_at, timeout_seconds=job.timeout_seconds,
         )  # fmt: skip
 
 
 def finish(ctx: JobContext, status: str, *, error: dict | None = None, summary: dict | None = None) -> None:
-    """The terminal, fenced status write."""
-    with session_scope() as s:
-        job = guard(s, ctx.job_id, ctx.attempt)
-        job.status = status
-        job.finished_at = func.now()
-        job.lease_expires_at = None
-        job.error = error
-        if summary:
-            job.model_id = summary.pop("model_id", job.model_id)
-            job.summary = summary
-        if status == JobStatus.SUCCEEDED and job.progress_total:
-            job.progress_done = job.progress_total
-        message = status if error is None else f"{status}: {error['code']}: {error['message']}"
-        s.add(status_event(ctx.job_id, ctx.attempt, message, status=status))
+    """The terminal, fenced status write (retried through a short database outage)."""
+
+    def write() -> None:
+        with session_scope() as s:
+            job = guard(s, ctx.job_id, ctx.attempt)
+            job.status = status
+            job.finished_at = func.now()
+            job.lease_expires_at = None
+            job.error = error
+            if summary:
+                job.summary = dict(summary)
+                job.model_id = job.summary.pop("model_id", job.model_id)
+            if status == JobStatus.SUCCEEDED and job.progress_total:
+                job.progress_done = job.progress_total
+            message = status if error is None else f"{status}: {error['code']}: {error['message']}"
+            s.add(status_event(ctx.job_id, ctx.attempt, message, status=status))
+
+    ride_out(write, f"finish {ctx.job_id}")
 
 
 def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
@@ -95,27 +133,51 @@ def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> floa
 
 
 def retry_or_fail(ctx: JobContext, code: str, message: str, count_attempt: bool = True) -> str:
-    """Hand the job back to the queue with ``attempt + 1`` (after a backoff), or fail it when attempts ran out."""
+    """Hand the job back to the queue with ``attempt + 1`` (after a backoff), or fail it when attempts ran out.
+
+    A job whose cancel was requested meanwhile ends ``cancelled`` instead: a cancelled job is never restarted.
+    """
+
+    def write() -> str:
+        with session_scope() as s:
+            job = guard(s, ctx.job_id, ctx.attempt)
+            if job.cancel_requested:
+                job.status, job.finished_at, job.lease_expires_at = JobStatus.CANCELLED, func.now(), None
+                s.add(status_event(job.id, job.attempt, f"cancelled ({code})", status="cancelled"))
+                return JobStatus.CANCELLED
+            if count_attempt and job.attempt >= job.max_attempts:
+                job.status, job.finished_at, job.lease_expires_at = JobStatus.FAILED, func.now(), None
+                job.error = {"code": code, "message": f"{message} (after {job.attempt} attempts)"}
+                s.add(status_event(job.id, job.attempt, f"failed: {code}: attempts exhausted", status="failed"))
+                return JobStatus.FAILED
+            delay = backoff_seconds(job.attempt) if count_attempt else 0.0
+            if not count_attempt:
+                job.max_attempts += 1  # a graceful hand-back does not use up the retry budget
+            job.status, job.attempt, job.lease_expires_at, job.enqueued_at = (
+                JobStatus.QUEUED, job.attempt + 1, None, None)  # fmt: skip
+            job.not_before = utcnow() + timedelta(seconds=delay)
+            s.add(status_event(job.id, job.attempt, f"queued again (attempt {job.attempt}): {code}: {message}",
+                               status="queued", reason=code, delay_s=round(delay, 2)))  # fmt: skip
+            return JobStatus.QUEUED
+
+    return ride_out(write, f"requeue {ctx.job_id}")
+
+
+def publish_now(job_id: str) -> None:
+    """Send a job that was just handed back, rather than wait for the reconciler's next pass."""
     with session_scope() as s:
-        job = guard(s, ctx.job_id, ctx.attempt)
-        if count_attempt and job.attempt >= job.max_attempts:
-            job.status, job.finished_at, job.lease_expires_at = JobStatus.FAILED, func.now(), None
-            job.error = {"code": code, "message": f"{message} (after {job.attempt} attempts)"}
-            s.add(status_event(job.id, job.attempt, f"failed: {code}: attempts exhausted", status="failed"))
-            return JobStatus.FAILED
-        delay = backoff_seconds(job.attempt) if count_attempt else 0.0
-        if not count_attempt:
-            job.max_attempts += 1  # a graceful hand-back does not use up the retry budget
-        job.status, job.attempt, job.lease_expires_at, job.enqueued_at = JobStatus.QUEUED, job.attempt + 1, None, None
-        job.cancel_requested = False
-        job.not_before = utcnow() + timedelta(seconds=delay)
-        s.add(status_event(job.id, job.attempt, f"queued again (attempt {job.attempt}): {code}: {message}",
-                           status="queued", reason=code, delay_s=round(delay, 2)))  # fmt: skip
-    return JobStatus.QUEUED
+        job = s.execute(select(Job.kind, Job.queue, Job.priority, Job.status).where(Job.id == job_id)).one()
+        if job.status == JobStatus.QUEUED and publish(job_id, job.kind, job.queue, job.priority):
+            s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=func.now()))
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease independently of the ML loop, and notices cancel requests, timeouts and fencing."""
+    """Renews the lease independently of the ML loop; notices cancel requests, fencing and the timeout.
+
+    A handler past its timeout is asked to stop at its next report; one that has not stopped ``hang_grace_seconds``
+    later (stuck, not reporting) is failed with ``timeout`` from here, and its pool process is ended to free the
+    worker (Celery starts a fresh one; the message's redelivery is absorbed by the claim).
+    """
 
     def __init__(self, ctx: JobContext, interval: float):
         super().__init__(daemon=True, name=f"lease-{ctx.job_id}")
@@ -133,23 +195,86 @@ class LeaseKeeper(threading.Thread):
                 return
             except Exception as exc:  # noqa: BLE001 - the DB may be briefly down; the lease has slack
                 logger.warning("lease renewal for %s failed: %s", self.ctx.job_id, exc)
+            if self.ctx.deadline_passed:
+                self._enforce_timeout()
+
+    def _enforce_timeout(self) -> None:
+        ctx = self.ctx
+        if ctx.stop_reason is None:
+            ctx.stop_reason = "timeout"
+        over = (utcnow() - ctx.started_at).total_seconds() - ctx.timeout_seconds
+        if over < hang_grace_seconds(ctx.timeout_seconds) or self._stop_event.is_set():
+            return
+        logger.error("%s ran %.0fs past its timeout without stopping; failing it", ctx.job_id, over)
+        try:
+            finish(ctx, JobStatus.FAILED, error={"code": "timeout", "message": (
+                f"ran past {ctx.timeout_seconds}s and did not stop; its worker process was ended")})  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - if this write fails, the rescuer fails it once the lease expires
+            logger.warning("could not record the timeout of %s: %s", ctx.job_id, exc)
+        if exit_on_hung:
+            logging.shutdown()
+            os._exit(HUNG_EXIT_CODE)
+        self._stop_event.set()
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
+# -- graceful shutdown: SIGTERM while a job runs means "checkpoint and hand it back", not "die now" ----------------
+_running: JobContext | None = None
+_previous_sigterm: Any = None
+_sigterm_installed = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    ctx = _running
+    if ctx is not None:
+        if ctx.stop_reason is None:
+            ctx.stop_reason = "shutdown"
+        return
+    previous = _previous_sigterm  # no job here: behave as before (a pool process exits)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm_handler() -> None:
+    """Chain our handler in front of the pool's (installed lazily: billiard sets its own after process init)."""
+    global _previous_sigterm, _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not _on_sigterm:
+        _previous_sigterm = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _sigterm_installed = True
+
+
 def run_job(job_id: str, handler: Handler, worker: str, device: str) -> str:
     """Claim and run one job; returns the status it ended in (or ``skipped``)."""
-    ctx = claim(job_id, worker, device)
+    global _running
+    ctx = ride_out(lambda: claim(job_id, worker, device), f"claim {job_id}")
     if ctx is None:
         logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
         return "skipped"
+    _install_sigterm_handler()
     keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds)
     keeper.start()
+    _running = ctx
     try:
-        return _run_claimed(ctx, handler)
+        status = _run_claimed(ctx, handler)
     finally:
+        _running = None
         keeper.stop()
+    if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown":
+        logger.warning("%s handed back on shutdown (attempt %d)", job_id, ctx.attempt)
+        try:
+            publish_now(job_id)
+        except Exception as exc:  # noqa: BLE001 - the reconciler publishes it on its next pass
+            logger.warning("could not publish %s after handing it back: %s", job_id, exc)
+    return status
 
 
 def _run_claimed(ctx: JobContext, handler: Handler) -> str:
@@ -163,20 +288,21 @@ def _run_claimed(ctx: JobContext, handler: Handler) -> str:
     except Fenced as exc:
         logger.warning("%s: stale attempt, nothing written: %s", ctx.job_id, exc)
         return "fenced"
-    except UserError as exc:
+    except (UserError, ValidationError) as exc:
+        error = {"code": exc.code, "message": exc.message} if isinstance(exc, UserError) else {
+            "code": "invalid_params", "message": str(exc)[:2000]}  # fmt: skip
         _flush_quietly(ctx)
-        finish(ctx, JobStatus.FAILED, error={"code": exc.code, "message": exc.message})
-        return JobStatus.FAILED
+        return _finish_unless_fenced(ctx, JobStatus.FAILED, error)
     except transient_types() as exc:
         logger.warning("%s: transient failure: %s", ctx.job_id, exc)
         _flush_quietly(ctx)
-        return retry_or_fail(ctx, "transient_error", f"{type(exc).__name__}: {exc}"[:2000])
+        return _unless_fenced(ctx, lambda: retry_or_fail(ctx, "transient_error", f"{type(exc).__name__}: {exc}"[:2000]))
     except Exception as exc:
         logger.exception("%s failed", ctx.job_id)
         ctx.log(traceback.format_exc()[-4000:])
         _flush_quietly(ctx)
-        finish(ctx, JobStatus.FAILED, error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
-        return JobStatus.FAILED
+        error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:2000]}
+        return _finish_unless_fenced(ctx, JobStatus.FAILED, error)
 
 
 def _stopped(ctx: JobContext, reason: str) -> str:
@@ -184,18 +310,35 @@ def _stopped(ctx: JobContext, reason: str) -> str:
         return "fenced"
     _flush_quietly(ctx)
     if reason == "cancelled":
-        finish(ctx, JobStatus.CANCELLED)
-        return JobStatus.CANCELLED
+        return _finish_unless_fenced(ctx, JobStatus.CANCELLED)
     if reason == "timeout":
-        finish(ctx, JobStatus.FAILED, error={"code": "timeout", "message": f"ran past {ctx.timeout_seconds}s"})
-        return JobStatus.FAILED
-    return retry_or_fail(ctx, "worker_shutdown", "the worker shut down; handed back", count_attempt=False)
+        return _finish_unless_fenced(ctx, JobStatus.FAILED, {"code": "timeout",
+                                                              "message": f"ran past {ctx.timeout_seconds}s"})
+    return _unless_fenced(ctx, lambda: retry_or_fail(ctx, "worker_shutdown", "the worker shut down; handed back",
+                                                     count_attempt=False))  # fmt: skip
+
+
+def _finish_unless_fenced(ctx: JobContext, status: str, error: dict | None = None) -> str:
+    def write() -> str:
+        finish(ctx, status, error=error)
+        return status
+
+    return _unless_fenced(ctx, write)
+
+
+def _unless_fenced(ctx: JobContext, write: Callable[[], str]) -> str:
+    """A final write; a newer attempt (or the timeout watchdog) may have taken the job meanwhile."""
+    try:
+        return write()
+    except Fenced as exc:
+        logger.warning("%s: final write fenced off: %s", ctx.job_id, exc)
+        return "fenced"
 
 
 def _flush_quietly(ctx: JobContext) -> None:
     try:
         ctx.flush()
     except Fenced:
-        raise
+        return  # the status write that follows is fenced too, and says so
     except Exception as exc:  # noqa: BLE001 - best effort before the status write, which reports its own errors
         logger.warning("final flush for %s failed: %s", ctx.job_id, exc)

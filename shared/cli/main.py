@@ -130,8 +130,32 @@ def cmd_users_add(args) -> int:
     from shared.users import create_user, issue_token
 
     with session_scope() as s:
-        token = issue_token(s, create_user(s, args.name, is_admin=args.admin))
+        token = issue_token(s, create_user(s, args.name, is_admin=args.admin), name=args.token_name)
     print(token)
+    return 0
+
+
+def cmd_users_issue(args) -> int:
+    from shared.db import session_scope
+    from shared.users import get_user, issue_token
+
+    with session_scope() as s:
+        token = issue_token(s, get_user(s, args.name), name=args.token_name)
+    print(token)
+    return 0
+
+
+def cmd_users_tokens(args) -> int:
+    from shared.db import session_scope
+    from shared.timeutil import iso
+    from shared.users import list_tokens
+
+    with session_scope() as s:
+        rows = [(t.id, t.name, iso(t.created_at), iso(t.last_used_at) or "never", iso(t.revoked_at) or "no")
+                for t in list_tokens(s, args.name)]  # fmt: skip
+    print(f"{'ID':<40} {'NAME':<16} {'CREATED':<28} {'LAST USED':<28} REVOKED")
+    for tid, name, created, used, revoked in rows:
+        print(f"{tid:<40} {name:<16} {created:<28} {used:<28} {revoked}")
     return 0
 
 
@@ -190,8 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     us = sub.add_parser("users").add_subparsers(dest="sub", required=True)
     ua = us.add_parser("add", help="create a user; prints a new API token")
     ua.add_argument("name"), ua.add_argument("--admin", action="store_true")
+    ua.add_argument("--token-name", default="cli", help="a label for the token (shown by `users tokens`)")
     ua.set_defaults(fn=cmd_users_add)
-    ur = us.add_parser("revoke-token", help="revoke an API token")
+    ui = us.add_parser("issue-token", help="a new API token for an existing user; prints it")
+    ui.add_argument("name"), ui.add_argument("--token-name", default="cli")
+    ui.set_defaults(fn=cmd_users_issue)
+    ut = us.add_parser("tokens", help="list a user's tokens: id, name, created, last used, revoked")
+    ut.add_argument("name")
+    ut.set_defaults(fn=cmd_users_tokens)
+    ur = us.add_parser("revoke-token", help="revoke an API token (the token itself, or its id tok_…)")
     ur.add_argument("token")
     ur.set_defaults(fn=cmd_users_revoke)
     dm = sub.add_parser("demo", help="train + generate, text and images, on this machine's own data")
@@ -205,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("GENQUEUE_LOG_LEVEL", "WARNING"))
     args = build_parser().parse_args(argv)
     from shared.cli.client import ApiFailure
+    from shared.registration import RegistrationError
+    from shared.users import UserError
 
     try:
         return args.fn(args) or 0
-    except ApiFailure as exc:
+    except (ApiFailure, UserError, RegistrationError) as exc:
         print(f"genqueue: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

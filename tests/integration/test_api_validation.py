@@ -121,7 +121,7 @@ def test_bad_query_params(client):
     assert_error(client.get("/api/v1/jobs?status=nope"), 422)
 
 
-def test_cancel_of_a_finished_job_is_409(client, tiny_model):
+def test_cancel_of_a_finished_job_is_409(held_queue, client, tiny_model):
     job = client.post("/api/v1/jobs", json=gen(tiny_model.name)).get_json()
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 202  # queued → cancelled at once
     assert client.get(f"/api/v1/jobs/{job['id']}").get_json()["status"] == "cancelled"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shared.schemas.params import PARAMS_BY_KIND
+
+pytestmark = pytest.mark.usefixtures("held_queue")  # the jobs here must stay queued
 
 
 def submit(client, model: str, prompts: list[str], **extra) -> dict:

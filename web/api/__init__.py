@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from web.auth import authenticate
+from web.security import check_request_text
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -15,6 +16,7 @@ PUBLIC = {"api.health", "api.openapi"}
 def _auth() -> None:
     if request.endpoint not in PUBLIC:
         authenticate()
+    check_request_text()
 
 
 def page_limit(default: int = 50, maximum: int = 200) -> int:

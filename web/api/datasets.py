@@ -8,14 +8,20 @@ from sqlalchemy import select
 from shared.models import Dataset
 from web.api import bp
 from web.db import db_session
-from web.errors import NotFound
+from web.errors import Invalid, NotFound
+from web.security import bad_text
 from web.serializers import dataset_json
 from web.services.datasets import upload
+from web.services.limits import check_rate
 
 
 @bp.post("/datasets")
 def upload_dataset():
-    ds, created = upload(db_session(), g.user, request.files.get("file"), request.form.get("name"))
+    check_rate(g.user)  # before the body is read: a refused upload costs no disk
+    file, name = request.files.get("file"), request.form.get("name")
+    if bad_text(name) or (file is not None and bad_text(file.filename or "")):
+        raise Invalid("the file name and `name` must not contain NUL characters", code="invalid_body")
+    ds, created = upload(db_session(), g.user, file, name)
     return jsonify(dataset_json(ds)), 201 if created else 200
 
 

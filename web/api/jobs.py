@@ -14,12 +14,14 @@ from shared.models import Artifact, GenerationResult, Job, JobEvent, JobStatus
 from web.api import bp, page_limit
 from web.db import db_session
 from web.errors import Invalid, NotFound
+from web.security import bad_text, json_body
 from web.serializers import artifact_json, event_json, job_json, result_json
 from web.services.jobs import cancel_job, create_job, get_job, retry_job
+from web.services.limits import check_submission
 
 
 def _json_body():
-    body = request.get_json(silent=True)
+    body = json_body()
     if body is None:
         raise Invalid("the request body must be JSON (Content-Type: application/json)", code="invalid_body")
     return body
@@ -28,8 +30,9 @@ def _json_body():
 @bp.post("/jobs")
 def create():
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise Invalid("Idempotency-Key must be 1 to 200 characters", code="invalid_header")
+    if key is not None and (not 1 <= len(key) <= 200 or bad_text(key)):
+        raise Invalid("Idempotency-Key must be 1 to 200 characters, without NUL", code="invalid_header")
+    check_submission(db_session(), g.user)
     job, created = create_job(db_session(), g.user, _json_body(), key)
     return jsonify(job_json(job)), 201 if created else 200
 
@@ -73,17 +76,26 @@ def cancel(job_id: str):
 
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str):
-    return jsonify(job_json(retry_job(db_session(), g.user, job_id))), 201
+    s = db_session()
+    get_job(s, g.user, job_id)  # someone else's job is a 404, before it can count against the limits
+    check_submission(s, g.user)
+    return jsonify(job_json(retry_job(s, g.user, job_id))), 201
 
 
-def _int_arg(name: str, default: int | None) -> int | None:
+MAX_INT = 2**63 - 1  # what a Postgres bigint (an id, an OFFSET, a LIMIT) can hold
+
+
+def _int_arg(name: str, default: int | None, minimum: int = 0, maximum: int = MAX_INT) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise Invalid(f"`{name}` must be an integer", code="invalid_query") from exc
+    if not minimum <= value <= maximum:
+        raise Invalid(f"`{name}` must be between {minimum} and {maximum}", code="invalid_query")
+    return value
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -106,9 +118,7 @@ def results(job_id: str):
     fmt = request.args.get("format", "jsonl")
     if fmt not in ("jsonl", "csv", "json"):
         raise Invalid("`format` must be jsonl, csv or json", code="invalid_query")
-    offset, limit = _int_arg("offset", 0), _int_arg("limit", None)
-    if (offset or 0) < 0 or (limit is not None and limit < 1):
-        raise Invalid("`offset` must be ≥ 0 and `limit` ≥ 1", code="invalid_query")
+    offset, limit = _int_arg("offset", 0), _int_arg("limit", None, minimum=1)
     stmt = select(GenerationResult).where(GenerationResult.job_id == job_id)
     stmt = stmt.order_by(GenerationResult.prompt_index, GenerationResult.sequence).offset(offset).limit(limit)
     rows = [result_json(r) for r in s.scalars(stmt)]
@@ -151,6 +161,8 @@ def download_artifact(artifact_id: str):
     art = s.scalars(stmt).first()
     if art is None:
         raise NotFound(f"no artifact {artifact_id!r}")
+    if request.args.get("inline", "0") not in ("0", "1"):
+        raise Invalid("`inline` must be 0 or 1", code="invalid_query")
     inline = request.args.get("inline") == "1" and art.content_type.startswith("image/")
     return send_file(ArtifactStore().path(art.path), mimetype=art.content_type, as_attachment=not inline,
                      download_name=art.name, etag=art.sha256, max_age=3600)  # fmt: skip

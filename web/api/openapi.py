@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_args
 
 from flask import jsonify
 from pydantic import BaseModel
@@ -46,35 +46,51 @@ def _errors(*codes: int) -> dict:
     return {str(c): _json(A.ErrorBody, text[c]) for c in codes}  # fmt: skip
 
 
+# Text the database cannot store (NUL) never matches anything: such a path is a 404, such a query value a 422.
+NO_NUL = "^[^\\u0000]*$"
+STATUS_LIST = "^({s})(,({s}))*$".format(s="|".join(get_args(A.Status)))
+MAX_INT = 2**63 - 1  # Postgres bigint
+
+
 def _path_param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": NO_NUL}}
 
 
 def _query(name: str, schema: dict, description: str = "") -> dict:
+    if schema.get("type") == "string" and "enum" not in schema:
+        schema = {"pattern": NO_NUL, **schema}
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+def _int_query(name: str, minimum: int, maximum: int = MAX_INT, description: str = "") -> dict:
+    return _query(name, {"type": "integer", "minimum": minimum, "maximum": maximum}, description)
+
+
 def _job_create_schema(defs: dict) -> dict:
-    """The envelope, with ``params`` described per kind (``oneOf`` the params schemas)."""
-    schema = dict(defs["JobCreate"])
-    schema["properties"] = dict(schema["properties"])
-    schema["properties"]["params"] = {
-        "description": "Params of the chosen kind: " + ", ".join(f"{k} → {m.__name__}" for k, m in
-                                                                  PARAMS_BY_KIND.items()),
-        "oneOf": [_ref(m) for m in PARAMS_BY_KIND.values()],
-    }  # fmt: skip
-    return schema
+    """The envelope once per kind: ``kind`` fixes which params schema ``params`` must match (``oneOf`` by kind)."""
+    envelope = defs["JobCreate"]
+    variants = []
+    for kind, model in PARAMS_BY_KIND.items():
+        props = dict(envelope["properties"])
+        props["kind"] = {"type": "string", "const": kind}
+        props["params"] = {**_ref(model), "description": f"{model.__name__}; omitted: all defaults."}
+        needs_params = bool(model.model_json_schema().get("required"))
+        variants.append({
+            "type": "object", "title": f"JobCreate[{kind}]", "properties": props,
+            "required": ["kind", "params"] if needs_params else ["kind"], "additionalProperties": False,
+        })  # fmt: skip
+    return {"title": "JobCreate", "description": envelope.get("description", ""), "oneOf": variants}
 
 
 def _paths() -> dict:
     auth = _errors(401, 403)
     job = [_path_param("job_id")]
     list_q = [
-        _query("status", {"type": "string"}),
+        _query("status", {"type": "string", "pattern": STATUS_LIST}, "Comma-separated statuses."),
         _query("kind", {"type": "string"}),
-        _query("q", {"type": "string"}),
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
-        _query("cursor", {"type": "string"}),
+        _query("q", {"type": "string"}, "Search in kind, model, dataset, name and the first prompts."),
+        _int_query("limit", 1, 200),
+        _query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
     ]
     return {
         "/health": {"get": {"summary": "Health of db, broker, workers", "security": [],
@@ -83,9 +99,9 @@ def _paths() -> dict:
             "post": {"summary": "Submit a job", "requestBody": {"required": True, "content": {
                 "application/json": {"schema": _ref(A.JobCreate)}}},
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL}}],
                 "responses": {"201": _json(A.JobOut, "Created"), "200": _json(A.JobOut, "Existing (idempotent)"),
-                              **_errors(413, 422), **auth}},
+                              **_errors(413, 422, 429), **auth}},
             "get": {"summary": "List jobs, newest first", "parameters": list_q,
                     "responses": {"200": _json(A.JobList, "Jobs"), **_errors(422), **auth}},
         },
@@ -94,29 +110,31 @@ def _paths() -> dict:
         "/jobs/{job_id}/cancel": {"post": {"summary": "Cancel", "parameters": job, "responses": {
             "202": _json(A.JobOut, "Cancelling or cancelled"), **_errors(404, 409), **auth}}},
         "/jobs/{job_id}/retry": {"post": {"summary": "Re-run with the same params", "parameters": job, "responses": {
-            "201": _json(A.JobOut, "New job"), **_errors(404, 422), **auth}}},
+            "201": _json(A.JobOut, "New job"), **_errors(404, 422, 429), **auth}}},
         "/jobs/{job_id}/events": {"get": {"summary": "Logs, metrics, status changes", "parameters": [
-            *job, _query("after", {"type": "integer"}), _query("type", {"type": "string"}),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000})],
+            *job, _int_query("after", 0, description="`next_after` of the previous page."),
+            _query("type", {"type": "string"}, "Comma-separated: log, metric, status."), _int_query("limit", 1, 5000)],
             "responses": {"200": _json(A.EventList, "Events"), **_errors(404, 422), **auth}}},
         "/jobs/{job_id}/results": {"get": {"summary": "Generation results by prompt index", "parameters": [
             *job, _query("format", {"type": "string", "enum": ["jsonl", "csv", "json"]}),
-            _query("offset", {"type": "integer", "minimum": 0}), _query("limit", {"type": "integer", "minimum": 1})],
+            _int_query("offset", 0), _int_query("limit", 1)],
             "responses": {"200": {"description": "JSONL, CSV or JSON", "content": {
                 "application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}},
                 "application/json": {"schema": {"type": "object"}}}}, **_errors(404, 422), **auth}}},
         "/jobs/{job_id}/artifacts": {"get": {"summary": "Artifacts of a job", "parameters": job, "responses": {
             "200": _json(A.ArtifactList, "Artifacts"), **_errors(404), **auth}}},
         "/artifacts/{artifact_id}": {"get": {"summary": "Download an artifact", "parameters": [
-            _path_param("artifact_id")], "responses": {"200": {"description": "The file", "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            _path_param("artifact_id"), _query("inline", {"type": "string", "enum": ["0", "1"]},
+                                               "1: images inline rather than as an attachment")],
+            "responses": {"200": {"description": "The file, with its own content type", "content": {
+                "*/*": {"schema": {"type": "string", "format": "binary"}}}},
                 **_errors(404), **auth}}},
         "/datasets": {
             "post": {"summary": "Upload a dataset", "requestBody": {"required": True, "content": {
                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary"}, "name": {"type": "string"}}}}}},
                 "responses": {"201": _json(A.DatasetOut, "Created"), "200": _json(A.DatasetOut, "Already uploaded"),
-                              **_errors(413, 422), **auth}},
+                              **_errors(413, 422, 429), **auth}},
             "get": {"summary": "List datasets", "responses": {"200": _json(A.DatasetList, "Datasets"), **auth}},
         },
         "/datasets/{dataset_id}": {"get": {"summary": "A dataset", "parameters": [_path_param("dataset_id")],

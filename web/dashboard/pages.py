@@ -15,6 +15,7 @@ from web.dashboard.internal import api_json
 from web.db import db_session
 from web.errors import ApiError
 from web.services.datasets import upload
+from web.services.limits import check_rate
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def datasets():
     error, status = None, 200
     if request.method == "POST":
         try:
+            check_rate(g.user)
             ds, created = upload(db_session(), g.user, request.files.get("file"), request.form.get("name") or None)
         except ApiError as exc:
             db_session().rollback()

@@ -16,6 +16,7 @@ from web.db import db_session
 from web.errors import ApiError
 from web.services.datasets import upload
 from web.services.jobs import create_job
+from web.services.limits import check_submission
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def submit():
         return _render(kind, fields, status=422)
     body = {"kind": kind, "params": params, **envelope}
     try:
+        check_submission(db_session(), g.user)
         job, _ = create_job(db_session(), g.user, body, request.form.get("idempotency_key") or None)
     except ApiError as exc:
         db_session().rollback()

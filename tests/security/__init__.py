@@ -1,0 +1,1 @@
+"""Security tests: authorization, unsafe weights, rate limits, API fuzzing."""

@@ -1,0 +1,172 @@
+"""The authorization matrix: every API endpoint refuses anonymous callers (401) and revoked tokens (403); another
+user's job, events, results, artifacts, cancel, retry, dataset and model are 404 (not 403: existence is not leaked);
+an admin may do all of it; built-in models are visible to everyone.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from sqlalchemy import func, select
+
+from shared.db import session_scope
+from shared.models import Job, Model
+
+PUBLIC_PATHS = {"/health", "/openapi.json"}
+
+
+def client_for(app, token: str | None):
+    c = app.test_client()
+    if token:
+        c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return c
+
+
+def documented_operations(app) -> list[tuple[str, str]]:
+    """(method, path template) for every operation the OpenAPI document lists."""
+    doc = app.test_client().get("/api/v1/openapi.json").get_json()
+    return [(m.upper(), p) for p, ops in doc["paths"].items() for m in ops if m in ("get", "post", "put", "delete")]
+
+
+def fill(template: str, world: dict) -> str:
+    return "/api/v1" + re.sub(r"\{(\w+)\}", lambda m: world[m.group(1)], template)
+
+
+def call(c, method: str, path: str):
+    if method == "POST" and path.endswith("/jobs"):
+        return c.post(path, json={"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["x"]}})
+    if method == "POST" and path.endswith("/datasets"):
+        return c.post(path, data={"file": (io.BytesIO(b"x\n"), "x.txt")}, content_type="multipart/form-data")
+    return c.open(path, method=method)
+
+
+def job_count() -> int:
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def test_every_endpoint_needs_a_token(app, world):
+    ops = documented_operations(app)
+    assert len(ops) >= 15, ops
+    for token in (None, "gq_not-a-real-token"):
+        anon = client_for(app, token)
+        for method, template in ops:
+            resp = call(anon, method, fill(template, world))
+            if template in PUBLIC_PATHS:
+                assert resp.status_code in (200, 503), (method, template)
+                continue
+            assert resp.status_code == 401, (token, method, template, resp.status_code)
+            assert resp.get_json()["error"]["code"] == "unauthorized"
+            assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert client_for(app, None).get("/api/v1/jobs", headers={"Authorization": "Basic YTpi"}).status_code == 401
+
+
+def test_a_revoked_token_is_403_everywhere(app, world, stack):
+    from shared.users import revoke_token
+
+    carol = stack.make_user("carol")
+    with session_scope() as s:
+        assert revoke_token(s, carol.token) == 1
+    c = client_for(app, carol.token)
+    for method, template in documented_operations(app):
+        if template in PUBLIC_PATHS:
+            continue
+        resp = call(c, method, fill(template, world))
+        assert resp.status_code == 403, (method, template, resp.status_code)
+        assert resp.get_json()["error"]["code"] == "token_revoked"
+
+
+OTHERS = [
+    ("GET", "/jobs/{job_id}"),
+    ("GET", "/jobs/{job_id}/events"),
+    ("GET", "/jobs/{job_id}/results"),
+    ("GET", "/jobs/{job_id}/results?format=csv"),
+    ("GET", "/jobs/{job_id}/artifacts"),
+    ("GET", "/artifacts/{artifact_id}"),
+    ("POST", "/jobs/{job_id}/cancel"),
+    ("POST", "/jobs/{job_id}/retry"),
+    ("GET", "/datasets/{dataset_id}"),
+    ("GET", "/models/{model_id}"),
+]
+
+
+def test_another_users_objects_are_404(app, world, stack):
+    bob = client_for(app, stack.make_user("bob").token)
+    before = job_count()
+    for method, template in OTHERS:
+        resp = bob.open(fill(template, world), method=method)
+        assert resp.status_code == 404, (method, template, resp.status_code)
+        body = resp.get_data(as_text=True)
+        assert resp.get_json()["error"]["code"] == "not_found"
+        assert "secret" not in body and "alice" not in body
+    assert job_count() == before  # bob's retry created nothing
+    assert alice_job_status(world) == "queued"  # and his cancel changed nothing
+    # Looking the model up by name is no different from by id.
+    assert bob.get(f"/api/v1/models/{world['model_name']}").status_code == 404
+
+
+def alice_job_status(world) -> str:
+    with session_scope() as s:
+        return s.get(Job, world["job_id"]).status
+
+
+def test_lists_are_scoped_to_the_owner(app, world, stack):
+    bob = client_for(app, stack.make_user("bob").token)
+    assert bob.get("/api/v1/jobs").get_json()["items"] == []
+    assert bob.get(f"/api/v1/jobs?q={world['job_id']}").get_json()["items"] == []
+    assert bob.get("/api/v1/datasets").get_json()["items"] == []
+    models = bob.get("/api/v1/models").get_json()["items"]
+    assert world["model_id"] not in {m["id"] for m in models}
+    assert {"gpt2"} <= {m["name"] for m in models}  # built-ins are everyone's
+    system = bob.get("/api/v1/system").get_json()
+    assert all(w["current_job_id"] is None for w in system["workers"])
+
+
+def test_another_users_model_and_dataset_cannot_be_used(app, world, stack):
+    bob = client_for(app, stack.make_user("bob").token)
+    gen = bob.post("/api/v1/jobs", json={"kind": "text.generate",
+                                         "params": {"model": world["model_name"], "prompts": ["hi"]}})  # fmt: skip
+    assert gen.status_code == 422 and "unknown model" in gen.get_json()["error"]["message"]
+    gen = bob.post("/api/v1/jobs", json={"kind": "text.generate",
+                                         "params": {"model": "gpt2", "dataset_id": world["dataset_id"]}})  # fmt: skip
+    assert gen.status_code == 422 and "unknown dataset" in gen.get_json()["error"]["message"]
+    train = bob.post("/api/v1/jobs", json={"kind": "text.train", "params": {"dataset_id": world["dataset_id"]}})
+    assert train.status_code == 422
+
+
+def test_builtin_models_are_visible_to_everyone(app, world, stack):
+    bob = client_for(app, stack.make_user("bob").token)
+    with session_scope() as s:
+        builtin = s.scalars(select(Model).where(Model.owner_id.is_(None), Model.name == "gpt2")).one()
+    assert bob.get(f"/api/v1/models/{builtin.id}").status_code == 200
+    assert bob.get("/api/v1/models/gpt2").status_code == 200
+    ok = bob.post("/api/v1/jobs", json={"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["hi"]}})
+    assert ok.status_code == 201
+
+
+def test_admin_may_see_and_act_on_everything(app, world, admin):
+    root = client_for(app, admin.token)
+    expect = {"GET": 200, "POST": None}
+    for method, template in OTHERS:
+        if method == "POST":
+            continue
+        resp = root.open(fill(template, world), method=method)
+        assert resp.status_code == expect[method], (template, resp.status_code)
+    assert root.get(fill("/jobs/{job_id}/results?format=json", world)).get_json()["items"][0]["text"] == "secret text"
+    assert root.get(fill("/artifacts/{artifact_id}", world)).get_data() == b"alice's artifact"
+    assert world["job_id"] in {j["id"] for j in root.get("/api/v1/jobs").get_json()["items"]}
+    assert world["dataset_id"] in {d["id"] for d in root.get("/api/v1/datasets").get_json()["items"]}
+    assert world["model_id"] in {m["id"] for m in root.get("/api/v1/models").get_json()["items"]}
+    retried = root.post(fill("/jobs/{job_id}/retry", world))
+    assert retried.status_code == 201 and retried.get_json()["retry_of"] == world["job_id"]
+    assert root.post(fill("/jobs/{job_id}/cancel", world)).status_code == 202
+    assert alice_job_status(world) == "cancelled"
+
+
+def test_owner_may_do_everything_with_their_own(client, world):
+    for method, template in OTHERS:
+        if method == "GET":
+            assert client.get(fill(template, world)).status_code == 200, template
+    assert client.post(fill("/jobs/{job_id}/retry", world)).status_code == 201
+    assert client.post(fill("/jobs/{job_id}/cancel", world)).status_code == 202

@@ -1,0 +1,79 @@
+"""API fuzzing: schemathesis generates requests from ``/api/v1/openapi.json`` and sends them with a valid token.
+
+Every response must be a documented status (never a 5xx), with a documented content type and a body that matches
+the documented schema; schema-valid requests must be accepted and schema-invalid ones refused. One pytest test per
+operation, each a bounded Hypothesis run (``MAX_EXAMPLES``, no deadline, derandomized so CI is reproducible), so
+the whole run takes well under a minute on two CPU cores.
+
+Random ids only ever reach the 404 branch, so positive cases are also generated with the ids of real objects the
+token's user owns (a job with events, results and an artifact, a dataset, a model): the code behind the 404 runs too.
+
+(schemathesis' own ``from_fixture`` runner needs pytest internals that pytest 9 no longer has, so the operations are
+parametrized here and each one is driven with ``operation.as_strategy()`` and ``case.call_and_validate()``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
+
+from web.api.openapi import document
+
+MAX_EXAMPLES = 25
+NEGATIVE_EXAMPLES = 15
+PATHS = document()["paths"]
+OPERATIONS = [(method.upper(), path) for path, ops in PATHS.items() for method in ops]
+# Operations with something to get wrong (parameters or a body): the only ones negative cases exist for.
+WITH_INPUT = [(m, p) for m, p in OPERATIONS if {"parameters", "requestBody"} & set(PATHS[p][m.lower()])]
+# Schema-valid is not always acceptable: a job must name a model and dataset the user can see, that fit together;
+# an upload must hold a supported file. Those answers are 422 by design; every other check still applies.
+SEMANTIC_422 = {("POST", "/jobs"), ("POST", "/datasets")}
+
+
+@pytest.fixture
+def api_schema(app, user, stack, monkeypatch):
+    """The document as the running app serves it; the rate limit is off (the fuzzer is one very busy user)."""
+    from shared.settings import get_settings
+
+    relaxed = replace(get_settings(), rate_limit_per_minute=0)
+    monkeypatch.setattr("web.services.limits.get_settings", lambda: relaxed)
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
+
+
+def strategy(operation, mode: GenerationMode, ids: dict[str, str]):
+    """Generated cases; positive ones half the time with real ids in the path."""
+    generated = operation.as_strategy(generation_mode=mode)
+    names = {p.name for p in operation.path_parameters}
+    if mode is GenerationMode.NEGATIVE or not names or not names <= set(ids):
+        return generated
+    real = operation.as_strategy(generation_mode=mode, path_parameters={n: ids[n] for n in names})
+    return st.one_of(generated, real)
+
+
+def run(operation, token: str, cases, examples: int, excluded: list | None = None) -> None:
+    @given(case=cases)
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)  # fmt: skip
+    def check(case):
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded or [])
+
+    check()
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_valid_requests_conform(api_schema, user, world, method, path):
+    operation = api_schema[path][method]
+    excluded = [positive_data_acceptance] if (method, path) in SEMANTIC_422 else []
+    run(operation, user.token, strategy(operation, GenerationMode.POSITIVE, world), MAX_EXAMPLES, excluded)
+
+
+@pytest.mark.parametrize(("method", "path"), WITH_INPUT, ids=[f"{m} {p}" for m, p in WITH_INPUT])
+def test_invalid_requests_are_refused_never_5xx(api_schema, user, world, method, path):
+    operation = api_schema[path][method]
+    run(operation, user.token, strategy(operation, GenerationMode.NEGATIVE, world), NEGATIVE_EXAMPLES)
