@@ -296,7 +296,8 @@ def _run_claimed(ctx: JobContext, handler: Handler) -> str:
     except transient_types() as exc:
         logger.warning("%s: transient failure: %s", ctx.job_id, exc)
         _flush_quietly(ctx)
-        return _unless_fenced(ctx, lambda: retry_or_fail(ctx, "transient_error", f"{type(exc).__name__}: {exc}"[:2000]))
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        return _unless_fenced(ctx, lambda: retry_or_fail(ctx, "transient_error", message))
     except Exception as exc:
         logger.exception("%s failed", ctx.job_id)
         ctx.log(traceback.format_exc()[-4000:])
