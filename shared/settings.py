@@ -40,7 +40,7 @@ class Settings:
     # (0 disables it), and caps on the user's jobs waiting in the queue and (enforced when a worker claims) running.
     rate_limit_per_minute: int = 600
     max_queued_per_user: int = 1000
-    max_running_per_user: int = 0  # 0: no cap
+    max_running_per_user: int = 0  # 0: no cap; enforced by the worker's claim (worker/admission.py)
     default_max_attempts: int = 3
     lease_seconds: int = 60
     heartbeat_seconds: int = 10

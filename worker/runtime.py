@@ -39,6 +39,7 @@ from shared.db import session_scope
 from shared.models import Job, JobEvent, JobStatus
 from shared.settings import get_settings
 from shared.timeutil import utcnow
+from worker.admission import defer_if_over_cap
 from worker.context import JobContext, UserError
 from worker.fencing import Fenced, guard, ride_out
 from worker.ml.common import Stopped
@@ -79,6 +80,9 @@ def claim(job_id: str, worker: str, device: str) -> JobContext | None:
     settings = get_settings()
     default_timeout = case(DEFAULT_TIMEOUT_SECONDS, value=Job.kind, else_=FALLBACK_TIMEOUT_SECONDS)
     with session_scope() as s:
+        if defer_if_over_cap(s, job_id):
+            logger.info("job %s deferred: its owner runs their cap of jobs", job_id)
+            return None
         job = s.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
