@@ -18,7 +18,8 @@ def test_running_jobs_per_user_are_capped_at_the_claim(held_queue, stack, app, c
         params = {"model": tiny_model.name, "max_new_tokens": 24, "batch_size": 1, "temperature": 0}
         ids = []
         for n in range(2):
-            body = {"kind": "text.generate", "params": {**params, "prompts": [f"job {n} prompt {i}" for i in range(12)]}}
+            prompts = [f"job {n} prompt {i}" for i in range(12)]
+            body = {"kind": "text.generate", "params": {**params, "prompts": prompts}}
             resp = client.post("/api/v1/jobs", json=body)
             assert resp.status_code == 201, resp.get_json()
             ids.append(resp.get_json()["id"])
