@@ -20,8 +20,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from shared.corpus import stdlib_documents
 from worker.ml.common import pick_device
-from worker.ml.corpus import stdlib_documents
 from worker.ml.generate import GenerateConfig, PromptItem, auto_batch_size, generate
 from worker.ml.lm_loading import LoadedLM, load_causal_lm
 from worker.ml.tokenizer import train_bpe_tokenizer

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from shared.corpus import stdlib_documents
 from worker.ml.common import Device, pick_device
-from worker.ml.corpus import stdlib_documents
 from worker.ml.lm_data import build_data
 from worker.ml.lm_models import build_scratch_model, count_params, preset_config
 from worker.ml.lm_train import BETAS, LMTrainConfig, train_lm

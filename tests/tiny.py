@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from worker.ml.corpus import stdlib_documents
+from shared.corpus import stdlib_documents
 from worker.ml.tokenizer import train_bpe_tokenizer
 
 

@@ -1,27 +1,23 @@
 """``genqueue demo``: all three uses of genqueue in minutes, offline, on text and images already on the machine.
 
-1. builds a corpus from the Python standard library's docstrings and uploads it as a dataset;
-2. queues a ``text.train`` of a tiny GPT-2 from scratch and an ``image.train_gan`` on the built-in digits;
-3. as each succeeds, queues a ``text.generate`` of a few dozen prompts with the new language model and an
-   ``image.generate`` of 64 images with the new generator; online (or with ``gpt2`` cached), also ``gpt2``.
+The plan lives on the server (``web/services/demo.py``), shared with the dashboard's "Run the demo" button:
+
+1. ``POST /demo``: the server builds a corpus from its Python standard library's docstrings, stores it as a dataset,
+   and queues a ``text.train`` of a tiny GPT-2 from scratch and an ``image.train_gan`` on the built-in digits;
+2. as each succeeds, ``POST /demo/followup`` queues a ``text.generate`` of a few dozen prompts with the new language
+   model and an ``image.generate`` of 64 images with the new generator; online (or with ``gpt2`` cached), this
+   command also queues a ``text.generate`` with ``gpt2``.
 """
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 
 from shared.cli.client import ApiFailure, Client
 
-PROMPTS = [
-    "Return the", "This module provides", "The default value is", "If the argument is", "Raise an exception",
-    "The function returns", "A list of", "Create a new", "The path to", "When the file", "Convert the string",
-    "The number of", "This class represents", "Return True if", "The result is", "Read the data from",
-    "The first argument", "If no timeout", "The object is", "Write the", "This method is called", "Parse the",
-    "The name of the", "Return a new", "The current thread", "Open the file", "If the value", "The context manager",
-    "An iterator over", "The encoding of", "Set the", "The maximum number",
-]  # fmt: skip
+HUB_PROMPTS = ["Once upon a time", "The weather today", "In the beginning", "My favourite recipe",
+               "The future of computing", "A letter to a friend", "Breaking news:", "The secret of"]  # fmt: skip
 
 
 def hub_model_available(client: Client, name: str = "gpt2") -> bool:
@@ -81,29 +77,18 @@ class Tracker:
 
 
 def run_demo(steps: int = 300, gan_steps: int = 400, timeout: float = 1800, client: Client | None = None) -> int:
-    from worker.ml.corpus import stdlib_corpus_text
-
+    """Drive the server's demo plan (``POST /demo``, then ``POST /demo/followup``) and show the jobs' progress."""
     client = client or Client()
-    print("genqueue demo: building a corpus from this machine's Python standard library docstrings…", flush=True)
-    corpus = stdlib_corpus_text().encode()
-    ds = client.post("/datasets", files={"file": ("stdlib-docstrings.txt", io.BytesIO(corpus))},
-                     data={"name": "stdlib docstrings (demo)"})  # fmt: skip
+    print("genqueue demo: the server builds a corpus from its Python standard library docstrings…", flush=True)
+    started = client.post("/demo", json={"steps": steps, "gan_steps": gan_steps})
+    ds = started["dataset"]
     print(f"  dataset {ds['id']}: {ds['stats']['documents']} documents, {ds['size']} bytes", flush=True)
-    tag = time.strftime("%Y%m%d-%H%M%S")
-    lm_params = {"base_model": "scratch", "size": "tiny", "dataset_id": ds["id"], "vocab_size": 2048,
-                 "block_size": 128, "batch_size": 16, "max_steps": steps, "eval_every": max(10, steps // 10),
-                 "checkpoint_every": max(20, steps // 3), "learning_rate": 1e-3, "warmup_steps": min(30, steps // 5),
-                 "name": f"demo-lm-{tag}"}  # fmt: skip
-    gan_params = {"dataset": "digits", "architecture": "dcgan", "image_size": 28, "max_steps": gan_steps,
-                  "batch_size": 64, "sample_every": max(10, gan_steps // 8),
-                  "checkpoint_every": max(20, gan_steps // 2), "name": f"demo-gan-{tag}"}  # fmt: skip
     tracker = Tracker(client)
-    train = client.submit("text.train", lm_params)
+    train, gan = started["jobs"]
     tracker.add(train, "text.train")
-    gan = client.submit("image.train_gan", gan_params)
     tracker.add(gan, "image.train_gan")
     if hub_model_available(client):
-        tracker.add(client.submit("text.generate", {"model": "gpt2", "prompts": PROMPTS[:8],
+        tracker.add(client.submit("text.generate", {"model": "gpt2", "prompts": HUB_PROMPTS,
                                                     "max_new_tokens": 32}), "gpt2 generate")  # fmt: skip
     else:
         print("  offline: gpt2 is neither cached nor reachable, skipping the hub model (the rest runs offline)")
@@ -127,16 +112,11 @@ def _follow(client: Client, tracker: Tracker, train_id: str, gan_id: str, timeou
 
 
 def _queue_followups(client: Client, tracker: Tracker, train_id: str, gan_id: str, followups: dict) -> None:
-    lm, gan = tracker.jobs[train_id], tracker.jobs[gan_id]
-    if lm["status"] == "succeeded" and "text" not in followups:
-        job = client.submit("text.generate", {"model": lm["model_id"], "prompts": PROMPTS, "max_new_tokens": 40,
-                                              "temperature": 0.8, "top_k": 40, "seed": 1})  # fmt: skip
-        followups["text"] = job["id"]
-        tracker.add(job, "text.generate")
-    if gan["status"] == "succeeded" and "image" not in followups:
-        job = client.submit("image.generate", {"model": gan["model_id"], "count": 64, "seed": 1, "grid": True})
-        followups["image"] = job["id"]
-        tracker.add(job, "image.generate")
+    for key, job_id, label in (("text", train_id, "text.generate"), ("image", gan_id, "image.generate")):
+        if tracker.jobs[job_id]["status"] == "succeeded" and key not in followups:
+            job = client.post("/demo/followup", json={"after": job_id})
+            followups[key] = job["id"]
+            tracker.add(job, label)
 
 
 def _failed_early(tracker: Tracker, *ids: str) -> bool:

@@ -140,6 +140,28 @@ class DatasetList(BaseModel):
     next_cursor: str | None = None
 
 
+class DemoRequest(BaseModel):
+    """How long the demo's two training jobs train (the defaults finish in minutes on a 2-core CPU)."""
+
+    model_config = {"extra": "forbid"}
+
+    steps: int = Field(300, ge=10, le=20_000, description="text.train steps of the tiny GPT-2")
+    gan_steps: int = Field(400, ge=10, le=20_000, description="image.train_gan steps of the DCGAN on digits")
+
+
+class DemoOut(BaseModel):
+    dataset: DatasetOut
+    jobs: list[JobOut]
+
+
+class FollowupRequest(BaseModel):
+    """Queue the generation job that shows off the model of a succeeded demo training job."""
+
+    model_config = {"extra": "forbid"}
+
+    after: str = Field(..., min_length=1, max_length=64, pattern=r"^[^\x00]*$", description="a training job id")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     db: str

@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from PIL import Image
 
+from shared.corpus import stdlib_corpus_text
 from tests.integration.test_generate_flow import wait_status
-from worker.ml.corpus import stdlib_corpus_text
 
 pytestmark = pytest.mark.usefixtures("worker")
 

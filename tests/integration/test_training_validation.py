@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from shared.corpus import stdlib_corpus_text
 from shared.db import session_scope
 from shared.models import Dataset, Job
 from tests.integration.test_api_validation import assert_error
-from worker.ml.corpus import stdlib_corpus_text
 
 
 def counts() -> tuple[int, int]:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from shared.corpus import stdlib_documents
 from tests.tiny import make_tiny_gpt2
 from worker.ml.checkpoints import list_checkpoints
 from worker.ml.common import Stopped, pick_device
-from worker.ml.corpus import stdlib_documents
 from worker.ml.lm_data import BatchOrder, DatasetTooSmall, build_data
 from worker.ml.lm_models import BlockSizeTooLarge, context_length, preset_config
 from worker.ml.lm_train import LMTrainConfig, train_lm

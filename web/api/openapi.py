@@ -16,7 +16,8 @@ from web.api import bp
 REF = "#/components/schemas/{model}"
 COMPONENTS: list[type[BaseModel]] = [
     A.JobCreate, A.JobOut, A.JobList, A.EventList, A.ResultOut, A.ArtifactList, A.ArtifactOut, A.ModelOut,
-    A.ModelList, A.DatasetOut, A.DatasetList, A.Health, A.ErrorBody, *PARAMS_BY_KIND.values(),
+    A.ModelList, A.DatasetOut, A.DatasetList, A.Health, A.ErrorBody, A.DemoRequest, A.DemoOut,
+    A.FollowupRequest, *PARAMS_BY_KIND.values(),
 ]  # fmt: skip
 
 
@@ -143,6 +144,17 @@ def _paths() -> dict:
         "/system": {"get": {"summary": "Health, workers seen (queues, device, last seen) and queue depths",
                             "responses": {"200": {"description": "System status", "content": {"application/json": {
                                 "schema": {"type": "object"}}}}, **auth}}},
+        "/demo": {"post": {"summary": "First-run demo: a corpus from stdlib docstrings, GPT-2 and DCGAN training",
+                           "requestBody": {"required": False, "content": {"application/json": {
+                               "schema": _ref(A.DemoRequest)}}},
+                           "responses": {"201": _json(A.DemoOut, "Dataset and the two training jobs"),
+                                         **_errors(422, 429), **auth}}},
+        "/demo/followup": {"post": {"summary": "The generation job for a succeeded demo training job (idempotent)",
+                                    "requestBody": {"required": True, "content": {"application/json": {
+                                        "schema": _ref(A.FollowupRequest)}}},
+                                    "responses": {"201": _json(A.JobOut, "Queued"),
+                                                  "200": _json(A.JobOut, "Queued before"),
+                                                  **_errors(404, 409, 422, 429), **auth}}},
         "/models": {"get": {"summary": "The model registry", "responses": {"200": _json(A.ModelList, "Models"),
                                                                              **auth}}},
         "/models/{model_id}": {"get": {"summary": "A model", "parameters": [_path_param("model_id")],

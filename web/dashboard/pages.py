@@ -15,7 +15,7 @@ from web.dashboard.internal import api_json
 from web.db import db_session
 from web.errors import ApiError
 from web.services.datasets import upload
-from web.services.limits import check_rate
+from web.services.limits import check_rate, check_submission
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +115,27 @@ def datasets():
 @bp.get("/system")
 def system():
     return render_template("system.html", system=api_json("api.system"))
+
+
+@bp.post("/demo")
+def start_demo():
+    """The empty jobs page's "Run the demo": the same plan as ``genqueue demo``, then the page that follows it."""
+    from shared.schemas.api import DemoRequest
+    from web.services import demo
+
+    try:
+        check_submission(db_session(), g.user)
+        _, jobs = demo.start(db_session(), g.user, DemoRequest())
+    except ApiError as exc:
+        db_session().rollback()
+        flash(f"The demo could not start: {exc.message}", "error")
+        return redirect(url_for("dashboard.jobs"), code=303)
+    return redirect(url_for("dashboard.demo_page", jobs=",".join(j.id for j in jobs)), code=303)
+
+
+@bp.get("/demo")
+def demo_page():
+    """Follows the demo's training jobs and, as each succeeds, queues its generation job (``POST /demo/followup``)."""
+    ids = [i for i in request.args.get("jobs", "").split(",") if i][:2]
+    jobs = [api_json("api.get", job_id=i) for i in ids]
+    return render_template("demo.html", jobs=jobs)
