@@ -153,20 +153,59 @@ def publish(job_id: str, kind: str, queue: str, priority: int) -> bool:
         return False
 
 
-def redis_client():
+def redis_client(timeout: float = 5):
     """A plain Redis client on the broker with short timeouts (for the reconciler's scan and delivery renewal)."""
     import redis
 
-    return redis.Redis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=3)
+    return redis.Redis.from_url(redis_url(), socket_timeout=timeout, socket_connect_timeout=min(3, timeout))
 
 
 def touch_deliveries(tags: Iterable[str], client=None) -> int:
     """Mark messages this (live) worker holds as just delivered, so the visibility timeout never redelivers them.
 
     ``ZADD XX`` only updates tags still in the index: a message already restored to its queue is not resurrected.
+    Called by the heartbeat of a running job (``worker/runtime.py``), so a message stays invisible exactly as long as
+    its job's lease is kept.
     """
     tags = [t for t in tags if t]
     if not tags:
         return 0
     client = client or redis_client()
     return int(client.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, time.time()), xx=True, ch=True) or 0)
+
+
+# Remove delivered-but-unacknowledged messages whose holder stopped renewing them (score older than ARGV[1]); the
+# score is re-read here, inside Redis, so a message renewed since the caller looked at it is kept.
+_DROP_STALE = """
+local n = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if (not score) or tonumber(score) < tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def unacked_deliveries(stale_after: float, client=None) -> tuple[list[bytes], int]:
+    """The raw unacknowledged messages still held by a live worker, and how many orphaned ones were dropped.
+
+    A message counts as held while its delivery was made or renewed (:func:`touch_deliveries`) within
+    ``stale_after`` seconds. Older ones belong to a worker that died or froze: kombu would put them back only after
+    the visibility timeout (hours), so they are dropped here and the reconciler publishes their jobs again if
+    Postgres says they are still ``queued`` (a frozen worker that wakes up acknowledges a tag that is gone: a no-op).
+    """
+    client = client or redis_client()
+    cutoff = time.time() - stale_after
+    fresh = set(client.zrange(UNACKED_INDEX_KEY, cutoff, "+inf", byscore=True))
+    held, stale = [], []
+    for tag, raw in client.hgetall(UNACKED_KEY).items():
+        if tag in fresh:
+            held.append(raw)
+        else:
+            stale.append(tag)
+    dropped = int(client.eval(_DROP_STALE, 2, UNACKED_INDEX_KEY, UNACKED_KEY, cutoff, *stale)) if stale else 0
+    return held, dropped

@@ -3,7 +3,8 @@
 - **rescue**: jobs whose lease expired (worker killed, machine gone) go back to ``queued`` with ``attempt + 1``, or
   to ``failed`` when their attempts ran out (``cancelled`` if a cancel was pending).
 - **reconcile**: ``queued`` jobs with no message in the broker (Redis was down at submit, a message was lost, a
-  retry's backoff elapsed) are published again. Redis is only a wake-up signal; Postgres says what must run.
+  retry's backoff elapsed, the message was held by a worker that died) are published again. Redis is only a
+  wake-up signal; Postgres says what must run.
 
 A Postgres advisory lock makes sure only one worker does this at a time.
 """
@@ -18,9 +19,9 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared.broker import QUEUES, publish, redis_url
+from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
 from shared.db import get_engine, session_scope
-from shared.models import Job, JobStatus, Worker
+from shared.models import Job, JobEvent, JobStatus, Worker
 from shared.settings import get_settings
 from shared.timeutil import utcnow
 from worker.runtime import backoff_seconds, status_event
@@ -68,18 +69,56 @@ def _rescue_one(s, job: Job) -> None:
     logger.warning("rescued job %s from %s -> %s", job.id, worker, job.status)
 
 
-def broker_job_ids() -> set[str]:
-    """Job ids with a message in the broker: waiting in a queue or delivered and not yet acknowledged."""
-    import redis
+def stale_delivery_seconds() -> float:
+    """How long a delivered message may go unrenewed before its holder is presumed dead or frozen.
 
-    client = redis.Redis.from_url(redis_url(), socket_timeout=5, socket_connect_timeout=3)
+    A running job's heartbeat renews its message every ``heartbeat_seconds``; one lease without a renewal is the same
+    evidence the rescuer acts on for the job itself.
+    """
+    settings = get_settings()
+    return float(max(settings.lease_seconds, 3 * settings.heartbeat_seconds))
+
+
+def worker_process_lost(job_id: str, worker: str, why: str) -> bool:
+    """The pool process running ``job_id`` on ``worker`` died (killed, crashed, out of memory): end its lease now.
+
+    Called from the worker's main process (:class:`worker.celery_app.JobRequest`), so the rescuer requeues the job
+    (or fails it once its attempts are used up) on its next pass instead of one lease later. Only a job still
+    ``running`` on this worker is touched; the rescuer's own rules then apply.
+    """
+    with session_scope() as s:
+        job = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.lease_expires_at > func.now())
+            .where(Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]))
+            .values(lease_expires_at=func.now(), updated_at=func.now())
+            .returning(Job.attempt)
+        ).scalar_one_or_none()
+        if job is None:
+            return False
+        s.add(JobEvent(job_id=job_id, attempt=job, type="log", message=f"worker process lost on {worker}: {why}"))
+    logger.warning("job %s: its worker process was lost (%s); lease ended for the rescuer", job_id, why)
+    return True
+
+
+def broker_job_ids() -> set[str]:
+    """Job ids with a live message in the broker: waiting in a queue, or delivered to a worker that still renews it.
+
+    Delivered messages nobody renews any more (their worker was killed or is frozen) are dropped on the way
+    (:func:`shared.broker.unacked_deliveries`), so their jobs, once rescued, are published again instead of waiting
+    for the broker's visibility timeout.
+    """
+    client = redis_client()
     found: set[bytes] = set()
     for queue in QUEUES:
         for key in client.scan_iter(match=f"{queue}*", count=100):
             if client.type(key) == b"list":
                 for raw in client.lrange(key, 0, -1):
                     found.update(JOB_ID.findall(raw))
-    for raw in client.hvals("unacked"):
+    held, dropped = unacked_deliveries(stale_delivery_seconds(), client)
+    if dropped:
+        logger.warning("dropped %d delivered message(s) no live worker renews", dropped)
+    for raw in held:
         found.update(JOB_ID.findall(raw))
     return {f.decode() for f in found}
 
@@ -96,9 +135,9 @@ def reconcile() -> int:
             .order_by(Job.priority.desc(), Job.id)
             .limit(1000)
         ).all()
+    in_flight = broker_job_ids()  # every pass, so orphaned deliveries are cleared even with nothing to send
     if not due:
         return 0
-    in_flight = broker_job_ids()
     sent = [j.id for j in due if j.id not in in_flight and publish(j.id, j.kind, j.queue, j.priority)]
     if sent:
         with session_scope() as s:

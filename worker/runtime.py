@@ -34,11 +34,12 @@ from pydantic import ValidationError
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import OperationalError
 
-from shared.broker import DEFAULT_TIMEOUT_SECONDS, FALLBACK_TIMEOUT_SECONDS, publish
+from shared.broker import DEFAULT_TIMEOUT_SECONDS, FALLBACK_TIMEOUT_SECONDS, publish, touch_deliveries
 from shared.db import session_scope
 from shared.models import Job, JobEvent, JobStatus
 from shared.settings import get_settings
 from shared.timeutil import utcnow
+from worker import testhooks
 from worker.admission import defer_if_over_cap
 from worker.context import JobContext, UserError
 from worker.fencing import Fenced, guard, ride_out
@@ -183,9 +184,10 @@ class LeaseKeeper(threading.Thread):
     worker (Celery starts a fresh one; the message's redelivery is absorbed by the claim).
     """
 
-    def __init__(self, ctx: JobContext, interval: float):
+    def __init__(self, ctx: JobContext, interval: float, delivery_tag: str | None = None):
         super().__init__(daemon=True, name=f"lease-{ctx.job_id}")
         self.ctx, self.interval, self._stop_event = ctx, interval, threading.Event()
+        self.delivery_tag, self._redis = delivery_tag, None
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -199,8 +201,22 @@ class LeaseKeeper(threading.Thread):
                 return
             except Exception as exc:  # noqa: BLE001 - the DB may be briefly down; the lease has slack
                 logger.warning("lease renewal for %s failed: %s", self.ctx.job_id, exc)
+            self._touch_delivery()
             if self.ctx.deadline_passed:
                 self._enforce_timeout()
+
+    def _touch_delivery(self) -> None:
+        """Keep this job's broker message invisible while the job runs (item: no redelivery to a live worker)."""
+        if not self.delivery_tag:
+            return
+        try:
+            if self._redis is None:
+                from shared.broker import redis_client
+
+                self._redis = redis_client(timeout=1)
+            touch_deliveries([self.delivery_tag], self._redis)
+        except Exception as exc:  # noqa: BLE001 - Redis briefly down: the claim absorbs a redelivery anyway
+            logger.warning("could not renew the delivery of %s: %s", self.ctx.job_id, exc)
 
     def _enforce_timeout(self) -> None:
         ctx = self.ctx
@@ -226,15 +242,21 @@ class LeaseKeeper(threading.Thread):
 
 # -- graceful shutdown: SIGTERM while a job runs means "checkpoint and hand it back", not "die now" ----------------
 _running: JobContext | None = None
+_in_run_job = False  # between a task's start and its job's claim: a SIGTERM then is kept for the claimed job
+_shutdown_pending = False
 _previous_sigterm: Any = None
 _sigterm_installed = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    global _shutdown_pending
     ctx = _running
     if ctx is not None:
         if ctx.stop_reason is None:
             ctx.stop_reason = "shutdown"
+        return
+    if _in_run_job:
+        _shutdown_pending = True  # claiming right now: the job, once claimed, is handed back at its first report
         return
     previous = _previous_sigterm  # no job here: behave as before (a pool process exits)
     if callable(previous):
@@ -256,22 +278,38 @@ def _install_sigterm_handler() -> None:
     _sigterm_installed = True
 
 
-def run_job(job_id: str, handler: Handler, worker: str, device: str) -> str:
-    """Claim and run one job; returns the status it ended in (or ``skipped``)."""
-    global _running
-    ctx = ride_out(lambda: claim(job_id, worker, device), f"claim {job_id}")
-    if ctx is None:
-        logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
-        return "skipped"
+def delivery_tag_of(request: Any) -> str | None:
+    """The broker's tag of the message a Celery task request came in (None outside a worker)."""
+    properties = getattr(request, "properties", None) or {}
+    return properties.get("delivery_tag")
+
+
+def run_job(job_id: str, handler: Handler, worker: str, device: str, delivery_tag: str | None = None) -> str:
+    """Claim and run one job; returns the status it ended in (or ``skipped``).
+
+    ``delivery_tag`` (the broker message's) is renewed by the heartbeat while the job runs, so the broker's
+    visibility timeout never hands the message to another worker while this one is alive.
+    """
+    global _running, _in_run_job, _shutdown_pending
     _install_sigterm_handler()
-    keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds)
-    keeper.start()
-    _running = ctx
+    _in_run_job, _shutdown_pending = True, False
     try:
-        status = _run_claimed(ctx, handler)
+        ctx = ride_out(lambda: claim(job_id, worker, device), f"claim {job_id}")
+        if ctx is None:
+            logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
+            return "skipped"
+        keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds, delivery_tag)
+        keeper.start()
+        _running = ctx
+        if _shutdown_pending:
+            ctx.stop_reason = "shutdown"
+        try:
+            status = _run_claimed(ctx, testhooks.wrap(handler))
+        finally:
+            _running = None
+            keeper.stop()
     finally:
-        _running = None
-        keeper.stop()
+        _in_run_job = False
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown":
         logger.warning("%s handed back on shutdown (attempt %d)", job_id, ctx.attempt)
         try:
