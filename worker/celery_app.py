@@ -1,11 +1,25 @@
-"""The Celery app of the worker processes: broker from the settings, one thin task module per job kind."""
+"""The Celery app of the worker processes: broker from the settings, one thin task module per job kind.
+
+Process roles (prefork): the *main* process consumes messages and runs the maintenance thread; *pool* processes run
+one job at a time. What is wired here so that no job is lost or run twice:
+
+- a frozen process cannot hold a job row's lock (or the maintenance lock) for longer than a lease: Postgres ends
+  its connections' idle transactions (``idle_in_transaction_timeout_ms``);
+- a pool process may end itself when its job hangs past its timeout (``runtime.exit_on_hung``); the pool replaces it;
+- a pool process that dies (SIGKILL, OOM killer, a crash in native code) ends its job's lease at once
+  (:class:`JobRequest`), so the rescuer requeues the job on its next pass rather than one lease later;
+- SIGTERM (or Ctrl-C) to the main process is forwarded to the pool processes running jobs, which checkpoint and hand
+  their jobs back; Celery's warm shutdown then waits only for that hand-back, not for the jobs to finish.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
+from celery.worker.request import Request
 
 from shared.broker import configure, redis_url
 from shared.settings import get_settings
@@ -19,7 +33,35 @@ TASK_MODULES = [
     "worker.tasks.image_generate",
 ]
 
-app = configure(Celery("genqueue", include=TASK_MODULES), redis_url())
+
+class JobRequest(Request):
+    """Celery's request, plus: when the pool process running a job is lost, the job's lease ends now.
+
+    Runs in the main process. Celery requeues the message itself (``task_reject_on_worker_lost``); the redelivered
+    copy finds the job still ``running`` and is dropped by the claim, so the rescuer is what runs the job again.
+    """
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
+        from billiard.einfo import ExceptionWithTraceback
+        from billiard.exceptions import WorkerLostError
+
+        exc = exc_info.exception
+        exc = exc.exc if isinstance(exc, ExceptionWithTraceback) else exc
+        if isinstance(exc, WorkerLostError) and self.args:
+            try:
+                from worker.maintenance import worker_process_lost
+
+                worker_process_lost(str(self.args[0]), self.hostname, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the lease then simply runs out and the rescuer acts later
+                logger.warning("could not end the lease of %s after its process was lost: %s", self.args[0], exc)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+class JobTask(Task):
+    Request = JobRequest
+
+
+app = configure(Celery("genqueue", include=TASK_MODULES, task_cls=JobTask), redis_url())
 
 _maintenance = None
 
@@ -29,12 +71,41 @@ def host_device() -> str:
     return "cuda" if os.path.exists("/dev/nvidia0") else "cpu"
 
 
+def idle_in_transaction_timeout_ms() -> int:
+    """A worker connection idle inside a transaction this long is ended by Postgres (with its locks).
+
+    No worker code waits inside a transaction; a process that does was frozen (SIGSTOP, a hung host) and must not
+    keep holding a job row's lock or the maintenance lock, which would stop the rescuer from requeuing its jobs.
+    """
+    return max(get_settings().lease_seconds, 10) * 1000
+
+
+@signals.worker_init.connect
+def _configure_connections(**_: object) -> None:
+    """Every database connection this worker opens (main and pool processes) gets the idle-transaction limit."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    timeout = idle_in_transaction_timeout_ms()
+
+    @event.listens_for(Engine, "connect")
+    def _set_timeout(dbapi_connection, _record) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            dbapi_connection.execute(f"SET idle_in_transaction_session_timeout = {int(timeout)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
 @signals.worker_process_init.connect
 def _after_fork(**_: object) -> None:
-    """Each pool child opens its own database connections."""
+    """Each pool child opens its own database connections, and may end itself when its job hangs."""
     from shared.db import reset_engines
+    from worker import runtime
 
     reset_engines()
+    runtime.exit_on_hung = True
 
 
 @signals.worker_ready.connect
@@ -48,6 +119,25 @@ def _start_maintenance(sender=None, **_: object) -> None:
 
 
 @signals.worker_shutting_down.connect
-def _stop_maintenance(**_: object) -> None:
+def _on_shutdown(how: str = "Warm", **_: object) -> None:
+    """Stop the maintenance thread; on a warm shutdown, ask the running jobs to checkpoint and hand back.
+
+    Runs inside the main process's signal handler: only flag setting and ``kill`` here.
+    """
     if _maintenance is not None:
         _maintenance.stop_event.set()
+    if how == "Warm":
+        forward_sigterm_to_running_jobs()
+
+
+def forward_sigterm_to_running_jobs() -> list[int]:
+    """SIGTERM the pool processes that run a job (docker and ``genqueue up`` signal only the main process)."""
+    from celery.worker import state
+
+    pids = sorted({r.worker_pid for r in list(state.active_requests) if r.worker_pid})
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return pids

@@ -49,17 +49,23 @@ class Supervisor:
                 self.start(name, cmd)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM everyone (a worker hands its running job back), then wait, then SIGKILL stragglers."""
+        """SIGTERM each child's main process, as docker does, then wait, then SIGKILL what is left of each group.
+
+        The worker's main process forwards the SIGTERM to the pool processes running jobs (``worker/celery_app.py``),
+        which checkpoint and hand their jobs back; gunicorn's master stops its own workers.
+        """
         self.stopping = True
         for _, proc in self.children.values():
-            _signal_group(proc, signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for _, proc in self.children.values():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+                pass
+            _signal_group(proc, signal.SIGKILL)  # stragglers of the group (a pool process left behind)
+            proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
