@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.artifacts import ArtifactStore
@@ -147,20 +147,42 @@ class JobContext:
     def add_artifact(
         self, name: str, data: bytes, role: str = "output", step: int | None = None, content_type: str | None = None
     ) -> str:
-        """Store ``data`` in the artifact store and record it on the job (fenced); returns the artifact id."""
+        """Store ``data`` in the artifact store and record it on the job (fenced); returns the artifact id.
+
+        Artifact names are unique within a job: one already stored under ``name`` (by an earlier attempt, before its
+        worker was lost) is kept and its id returned, so a retried job does not store its images or samples twice.
+        """
+        name = Path(name).name
+        existing = self._artifact_named(name)
+        if existing is not None:
+            return existing
         art_id = new_id("art")
-        rel = f"jobs/{self.job_id}/artifacts/{art_id}-{Path(name).name}"
+        rel = f"jobs/{self.job_id}/artifacts/{art_id}-{name}"
         size, sha = self.store.put_bytes(rel, data)
         ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         row = {
-            "id": art_id, "job_id": self.job_id, "owner_id": self.owner_id, "name": Path(name).name, "role": role,
+            "id": art_id, "job_id": self.job_id, "owner_id": self.owner_id, "name": name, "role": role,
             "content_type": ctype, "size": size, "sha256": sha, "step": step, "path": rel, "attempt": self.attempt,
         }  # fmt: skip
 
-        def write() -> None:
+        def write() -> str:
             with session_scope() as s:
-                guard(s, self.job_id, self.attempt)
+                guard(s, self.job_id, self.attempt)  # holds the job row's lock: no other write of this job meanwhile
+                stored = s.scalar(select(Artifact.id).where(Artifact.job_id == self.job_id, Artifact.name == name))
+                if stored is not None:
+                    return stored
                 s.execute(pg_insert(Artifact).values(row).on_conflict_do_nothing(index_elements=[Artifact.id]))
+                return art_id
 
-        ride_out(write, f"artifact of {self.job_id}")
-        return art_id
+        try:
+            stored = ride_out(write, f"artifact of {self.job_id}")
+        except Fenced:
+            self.store.delete(rel)
+            raise
+        if stored != art_id:
+            self.store.delete(rel)
+        return stored
+
+    def _artifact_named(self, name: str) -> str | None:
+        with session_scope() as s:
+            return s.scalar(select(Artifact.id).where(Artifact.job_id == self.job_id, Artifact.name == name))
