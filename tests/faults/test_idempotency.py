@@ -37,7 +37,8 @@ def web(fstack, workers):
 
 def test_concurrent_posts_with_one_idempotency_key_make_one_job(fstack, web, fclient, fuser):
     # A training job: its admission reads only the database. (Fifty concurrent *first* text.generate admissions in a
-    # fresh web process can hit a lazy-import race in transformers, a separate bug; see docs/reliability.md.)
+    # fresh web process hit a lazy-import race in transformers — `cannot import name 'AutoTokenizer'`, a 500 from
+    # web/services/admission.py — a separate bug of the web's admission, not of idempotency.)
     dataset = upload_corpus(fclient, max_chars=20_000)
     body = {"kind": "text.train", "params": train_params(dataset, steps=10, checkpoint_every=10)}
     headers = {"Authorization": f"Bearer {fuser.token}", "Idempotency-Key": f"key-{time.time()}"}
