@@ -35,11 +35,19 @@ def web_command(host: str, port: int, workers: int = 2) -> list[str]:
 class Supervisor:
     """Keeps child processes alive: a child that dies is restarted (as docker-compose's restart policy does)."""
 
-    def __init__(self, env: dict[str, str]):
-        self.env, self.children, self.stopping = env, {}, False
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None):
+        self.env, self.children, self.stopping, self.log_dir = env, {}, False, log_dir
+        self.restarts = 0
 
     def start(self, name: str, cmd: list[str]) -> None:
-        self.children[name] = (cmd, subprocess.Popen(cmd, env=self.env, start_new_session=True))
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # else: this process's output
+        try:
+            proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=out,
+                                    stderr=subprocess.STDOUT if out else None)  # fmt: skip
+        finally:
+            if out:
+                out.close()
+        self.children[name] = (cmd, proc)
 
     def watch_once(self) -> None:
         for name, (cmd, proc) in list(self.children.items()):
@@ -47,6 +55,7 @@ class Supervisor:
                 print(f"genqueue: {name} exited with {proc.returncode}; restarting", flush=True)
                 time.sleep(1)
                 self.start(name, cmd)
+                self.restarts += 1
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM each child's main process, as docker does, then wait, then SIGKILL what is left of each group.
