@@ -67,5 +67,6 @@ def test_sigkill_mid_training_resumes_from_the_checkpoint(fstack, workers, fclie
     by_attempt = metric_steps(fstack, job_id)
     # attempt 2 continues from the checkpoint: steps checkpoint+1 .. total, each once, none before it
     assert by_attempt[2] == list(range(saved[-1] + 1, steps + 1)), by_attempt[2][:5]
-    assert by_attempt[1][0] == 1 and max(by_attempt[1]) == reached >= saved[-1]
+    # attempt 1's flushed metrics are steps 1..n, each once (its last ones, up to half a second's worth, died with it)
+    assert by_attempt[1] == list(range(1, reached + 1))
     assert done["progress_done"] == steps and done["model_id"]
