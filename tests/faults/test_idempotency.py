@@ -12,7 +12,7 @@ import requests
 from sqlalchemy import text
 
 from shared.embedded import free_port
-from tests.faults.helpers import train_params, upload_corpus, wait_for
+from tests.faults.helpers import gen_params, train_params, upload_corpus, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -36,9 +36,7 @@ def web(fstack, workers):
 
 
 def test_concurrent_posts_with_one_idempotency_key_make_one_job(fstack, web, fclient, fuser):
-    # A training job: its admission reads only the database. (Fifty concurrent *first* text.generate admissions in a
-    # fresh web process hit a lazy-import race in transformers — `cannot import name 'AutoTokenizer'`, a 500 from
-    # web/services/admission.py — a separate bug of the web's admission, not of idempotency.)
+    # A training job: its admission reads only the database (the text.generate admission race is the test below).
     dataset = upload_corpus(fclient, max_chars=20_000)
     body = {"kind": "text.train", "params": train_params(dataset, steps=10, checkpoint_every=10)}
     headers = {"Authorization": f"Bearer {fuser.token}", "Idempotency-Key": f"key-{time.time()}"}
@@ -61,3 +59,20 @@ def test_concurrent_posts_with_one_idempotency_key_make_one_job(fstack, web, fcl
     other = {**body, "params": {**body["params"], "max_steps": 11}}
     r = requests.post(f"{web}/api/v1/jobs", json=other, headers=headers, timeout=30)
     assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_mismatch"
+
+
+def test_concurrent_first_generation_admissions_in_a_fresh_web_process(fstack, web, fuser, fmodel):
+    # The first text.generate admissions of a fresh web process load the model's tokenizer to count prompt tokens.
+    # Concurrent first loads once raced in transformers' lazy imports (500: cannot import name 'AutoTokenizer'),
+    # and a fast tokenizer shared by threads can fail with "Already borrowed"; every request must be admitted.
+    body = {"kind": "text.generate", "params": gen_params(fmodel.name, 3, tokens=4)}
+    headers = {"Authorization": f"Bearer {fuser.token}"}
+
+    def post(i):
+        r = requests.post(f"{web}/api/v1/jobs", json={**body, "params": {**body["params"], "seed": i}},
+                          headers=headers, timeout=120)  # fmt: skip
+        return r.status_code, r.text[:300]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(post, range(24)))
+    assert [code for code, _ in answers] == [201] * 24, [a for a in answers if a[0] != 201][:3]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def context_length(model: Model) -> int:
     return int(model.config.get("context_length") or 1024)
 
 
+# Gunicorn's threads admit requests concurrently: transformers' lazy imports are not thread-safe (a second thread
+# can see a half-initialised module and fail with ImportError), and a fast tokenizer's Rust state must not be
+# borrowed by two threads at once ("Already borrowed"). One lock covers loading and counting; both are quick.
+_tokenizer_lock = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def _tokenizer(path: str):
     from transformers import AutoTokenizer
@@ -69,8 +76,10 @@ def _token_counts(model: Model, texts: list[str]) -> list[int] | None:
     """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models)."""
     if not model.path or not Path(model.path, "tokenizer_config.json").exists():
         return None
-    tok = _tokenizer(model.path)
-    return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    with _tokenizer_lock:
+        tok = _tokenizer(model.path)
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+    return [len(x) for x in ids]
 
 
 def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
