@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,10 +124,64 @@ def ensure_admin(data_dir: Path) -> str | None:
     return token
 
 
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def claim_data_dir(data_dir: Path):
+    """Hold ``data_dir/up.lock`` for this process's life (returns the open file, which keeps the lock).
+
+    Two ``genqueue up`` on one data dir would share its Postgres (the second stopping it under the first) and run two
+    Redis servers on one dump file; the second one refuses instead. The lock goes with the process, even on SIGKILL.
+    """
+    f = open(data_dir / "up.lock", "a+")  # noqa: SIM115 — held open on purpose
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise AlreadyRunning(f"another `genqueue up` is running on {data_dir} (pid {pid})") from exc
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
 def up() -> int:
     settings = get_settings()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = claim_data_dir(data_dir)
+    except AlreadyRunning as exc:
+        print(f"genqueue: {exc}. Stop it first, or give this one its own GENQUEUE_DATA_DIR.", file=sys.stderr)
+        return 1
+    if not port_free(settings.host, settings.port):
+        print(f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
+              file=sys.stderr)  # fmt: skip
+        lock.close()
+        return 1
+    try:
+        return _run(settings, data_dir)
+    finally:
+        lock.close()
+
+
+def _run(settings, data_dir: Path) -> int:
     db_url, redis_url, stoppers = start_services(data_dir)
     from shared.embedded import remove_services, write_services
 

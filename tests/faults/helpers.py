@@ -101,8 +101,13 @@ def insert_job(stack, owner_id: str, kind: str, params: dict, max_attempts: int 
             "CAST(:p AS jsonb), 0, 'gpu', 1, :m, :t, 0, 0, '')"),
             {"id": job_id, "o": owner_id, "k": kind, "p": json.dumps(params), "m": max_attempts,
              "t": timeout_seconds})  # fmt: skip
-        c.execute(text("INSERT INTO job_events (job_id, attempt, type, message, data) VALUES "
-                       "(:id, 1, 'status', 'queued', CAST('{\"status\": \"queued\"}' AS jsonb))"), {"id": job_id})
+        c.execute(
+            text(
+                "INSERT INTO job_events (job_id, attempt, type, message, data) VALUES "
+                "(:id, 1, 'status', 'queued', CAST('{\"status\": \"queued\"}' AS jsonb))"
+            ),
+            {"id": job_id},
+        )
     if publish:
         from shared.broker import publish as send
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,27 @@ def metric(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def summary_rows(summary: dict | None) -> list[tuple[str, str]]:
+    """A job summary as (label, text) rows: nested dicts flattened ("metrics · val_loss"), numbers compact, None
+    as a dash. The same rows job.js renders while the page polls."""
+    rows: list[tuple[str, str]] = []
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                add(f"{key} · {sub}", inner)
+        elif value is None:
+            rows.append((key, "—"))
+        elif isinstance(value, list):
+            rows.append((key, json.dumps(value)))
+        else:
+            rows.append((key, metric(value)))
+
+    for key, value in (summary or {}).items():
+        add(str(key), value)
+    return rows
+
+
 FILTERS = {
     "kind_label": kind_label,
     "short_id": short_id,
@@ -114,4 +136,5 @@ FILTERS = {
     "human_bytes": human_bytes,
     "percent": percent,
     "metric": metric,
+    "summary_rows": summary_rows,
 }

@@ -83,9 +83,15 @@
       if (!summary || !Object.keys(summary).length) return;
       section.hidden = false;
       const items = [];
-      for (const [k, v] of Object.entries(summary)) {
-        items.push(GQ.el("dt", { text: k }), GQ.el("dd", { text: typeof v === "object" ? JSON.stringify(v) : GQ.metric(v) }));
-      }
+      const add = (k, v) => {
+        if (v && typeof v === "object" && !Array.isArray(v)) {
+          for (const [sub, w] of Object.entries(v)) add(k + " · " + sub, w); // e.g. "metrics · val_loss"
+          return;
+        }
+        const text = v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : GQ.metric(v);
+        items.push(GQ.el("dt", { text: k }), GQ.el("dd", { text }));
+      };
+      for (const [k, v] of Object.entries(summary)) add(k, v);
       $("summary").replaceChildren(...items);
     }
 
