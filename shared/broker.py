@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable
 from functools import lru_cache
 
 from celery import Celery
 
+from shared.breaker import Breaker
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -44,15 +44,7 @@ UNACKED_INDEX_KEY = "unacked_index"
 DEFAULT_VISIBILITY_TIMEOUT = 12 * 3600
 # After a failed publish, skip the broker for this long (the reconciler sends what was skipped), so a dead Redis
 # costs one failed attempt now and then rather than one per request.
-PUBLISH_BREAKER_SECONDS = 2.0
-
-_breaker_lock = threading.Lock()
-_publish_down_until = 0.0
-
-
-def default_timeout(kind: str) -> int:
-    """The timeout of a ``kind`` job that did not ask for one."""
-    return DEFAULT_TIMEOUT_SECONDS.get(kind, FALLBACK_TIMEOUT_SECONDS)
+_publish_breaker = Breaker(open_seconds=2.0)
 
 
 def redis_url() -> str:
@@ -138,8 +130,7 @@ def celery_priority(priority: int) -> int:
 
 def publish(job_id: str, kind: str, queue: str, priority: int) -> bool:
     """Send the job id; False (logged) when the broker is unreachable — the reconciler sends it later."""
-    global _publish_down_until
-    if time.monotonic() < _publish_down_until:
+    if _publish_breaker.is_open():
         return False
     try:
         sender().send_task(
@@ -147,8 +138,7 @@ def publish(job_id: str, kind: str, queue: str, priority: int) -> bool:
         )
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure: the job row is committed, the reconciler resends
-        with _breaker_lock:
-            _publish_down_until = time.monotonic() + PUBLISH_BREAKER_SECONDS
+        _publish_breaker.trip()
         logger.warning("could not publish job %s (%s); the reconciler will send it", job_id, exc)
         return False
 

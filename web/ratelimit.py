@@ -12,7 +12,6 @@ connect timeout now and then rather than one per request.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.breaker import Breaker
+
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
@@ -28,8 +29,7 @@ KEY = "genqueue:rl:{user}:{window}"
 TIMEOUT_SECONDS = 0.5
 BREAKER_SECONDS = 5.0
 
-_lock = threading.Lock()
-_down_until = 0.0
+_breaker = Breaker(BREAKER_SECONDS)  # clocked by time.time(), like the windows (tests pass ``now``)
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,10 @@ def _redis_url() -> str:
 
 def hit(user_id: str, limit: int, now: float | None = None) -> Decision | None:
     """Count one request of ``user_id``; None when the limit is off (``limit <= 0``) or Redis is unreachable."""
-    global _down_until
     if limit <= 0:
         return None
     now = time.time() if now is None else now
-    if now < _down_until:
+    if _breaker.is_open(now):
         return None
     window = int(now // WINDOW_SECONDS)
     key = KEY.format(user=user_id, window=window)
@@ -71,8 +70,7 @@ def hit(user_id: str, limit: int, now: float | None = None) -> Decision | None:
         pipe.expire(key, WINDOW_SECONDS * 2)
         count = int(pipe.execute()[0])
     except (redis.RedisError, OSError, RuntimeError) as exc:  # RuntimeError: no broker configured at all
-        with _lock:
-            _down_until = now + BREAKER_SECONDS
+        _breaker.trip(now)
         logger.warning("rate limiter: Redis unavailable (%s); allowing requests for %.0f s", exc, BREAKER_SECONDS)
         return None
     retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
@@ -81,6 +79,4 @@ def hit(user_id: str, limit: int, now: float | None = None) -> Decision | None:
 
 def reset_breaker() -> None:
     """Forget a recorded Redis outage (tests, or after an operator fixed Redis and does not want to wait)."""
-    global _down_until
-    with _lock:
-        _down_until = 0.0
+    _breaker.reset()

@@ -170,12 +170,11 @@ def up() -> int:
     except AlreadyRunning as exc:
         print(f"genqueue: {exc}. Stop it first, or give this one its own GENQUEUE_DATA_DIR.", file=sys.stderr)
         return 1
-    if not port_free(settings.host, settings.port):
-        print(f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
-              file=sys.stderr)  # fmt: skip
-        lock.close()
-        return 1
     try:
+        if not port_free(settings.host, settings.port):
+            print(f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         return _run(settings, data_dir)
     finally:
         lock.close()

@@ -10,8 +10,7 @@ from worker.celery_app import app
 from worker.context import JobContext
 from worker.devices import current_device
 from worker.ml.gan import generate_images, zip_pngs
-from worker.runtime import delivery_tag_of, run_job
-from worker.tasks.common import load_model_row
+from worker.tasks.common import load_model_row, run_task
 
 logger = logging.getLogger(__name__)
 
@@ -34,5 +33,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.image.generate", bind=True)
 def run(self, job_id: str) -> str:
-    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(self.request))
+    return run_task(self.request, job_id, handle)

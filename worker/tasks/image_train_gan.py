@@ -8,10 +8,9 @@ from shared.models import ModelKind
 from shared.schemas.params import GanTrainParams
 from worker.celery_app import app
 from worker.context import JobContext, UserError
-from worker.devices import current_device, gan_device
+from worker.devices import gan_device
 from worker.ml.gan import GanTrainConfig, ImageDatasetError, load_images, train_gan
-from worker.runtime import delivery_tag_of, run_job
-from worker.tasks.common import load_dataset_row, register_model, unique_model_name
+from worker.tasks.common import load_dataset_row, register_model, run_task, unique_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,5 +57,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.image.train_gan", bind=True)
 def run(self, job_id: str) -> str:
-    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(self.request))
+    return run_task(self.request, job_id, handle)

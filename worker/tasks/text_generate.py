@@ -15,8 +15,7 @@ from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.ml.generate import Completion, GenerateConfig, PromptItem, generate
 from worker.model_cache import cache
-from worker.runtime import delivery_tag_of, run_job
-from worker.tasks.common import hub_online, load_dataset_row, load_model_row, weights_source
+from worker.tasks.common import hub_online, load_dataset_row, load_model_row, run_task, weights_source
 
 logger = logging.getLogger(__name__)
 
@@ -96,5 +95,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.text.generate", bind=True)
 def run(self, job_id: str) -> str:
-    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(self.request))
+    return run_task(self.request, job_id, handle)

@@ -13,8 +13,14 @@ from worker.devices import current_device
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
 from worker.ml.lm_train import LMTrainConfig, train_lm
-from worker.runtime import delivery_tag_of, run_job
-from worker.tasks.common import load_dataset_row, load_model_row, register_model, unique_model_name, weights_source
+from worker.tasks.common import (
+    load_dataset_row,
+    load_model_row,
+    register_model,
+    run_task,
+    unique_model_name,
+    weights_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,5 +80,4 @@ def _context(model_dir) -> int:
 
 @app.task(name="genqueue.text.train", bind=True)
 def run(self, job_id: str) -> str:
-    return run_job(job_id, handle, worker=self.request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(self.request))
+    return run_task(self.request, job_id, handle)
