@@ -34,20 +34,12 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import text
+
+from tests.stack import Stack, use_isolated_settings
+
 ROOT = Path(tempfile.mkdtemp(prefix="gq-soak-"))
-os.environ["GENQUEUE_DATA_DIR"] = str(ROOT / "data")
-# The fault suite's timings: a lost worker is noticed within seconds rather than a minute.
-os.environ.setdefault("GENQUEUE_LEASE_SECONDS", "8")
-os.environ.setdefault("GENQUEUE_HEARTBEAT_SECONDS", "1")
-os.environ.setdefault("GENQUEUE_RESCUE_INTERVAL_SECONDS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("DATABASE_URL", None)
-os.environ.pop("REDIS_URL", None)
-
-from sqlalchemy import text  # noqa: E402
-
-from tests.stack import Stack  # noqa: E402
+use_isolated_settings(ROOT)  # the fault suite's settings: a lost worker is noticed within seconds
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 MAX_ATTEMPTS = 20

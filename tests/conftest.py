@@ -5,7 +5,6 @@ Unit tests use none of these; integration tests ask for ``client``/``worker`` an
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -13,18 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import Stack, WorkerProcess, use_isolated_settings
+
 # One data dir for the whole session, set before anything reads the settings.
 _ROOT = Path(tempfile.mkdtemp(prefix="genqueue-test-"))
-os.environ["GENQUEUE_DATA_DIR"] = str(_ROOT / "data")
-os.environ.setdefault("GENQUEUE_LEASE_SECONDS", "8")
-os.environ.setdefault("GENQUEUE_HEARTBEAT_SECONDS", "1")
-os.environ.setdefault("GENQUEUE_RESCUE_INTERVAL_SECONDS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("DATABASE_URL", None)
-os.environ.pop("REDIS_URL", None)
-
-from tests.stack import Stack, WorkerProcess  # noqa: E402
+use_isolated_settings(_ROOT)
 
 
 @pytest.fixture(scope="session")

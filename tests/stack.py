@@ -14,6 +14,19 @@ from pathlib import Path
 from sqlalchemy import text
 
 
+def use_isolated_settings(root: Path) -> None:
+    """Point genqueue at a private data dir and embedded services under ``root``, offline, with short leases (a lost
+    worker is noticed within seconds rather than a minute). Call before anything reads the settings."""
+    os.environ["GENQUEUE_DATA_DIR"] = str(root / "data")
+    os.environ.setdefault("GENQUEUE_LEASE_SECONDS", "8")
+    os.environ.setdefault("GENQUEUE_HEARTBEAT_SECONDS", "1")
+    os.environ.setdefault("GENQUEUE_RESCUE_INTERVAL_SECONDS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("REDIS_URL", None)
+
+
 @dataclass
 class TestUser:
     id: str
