@@ -27,15 +27,6 @@ TASK_BY_KIND = {
 }
 QUEUES = ("gpu", "cpu")
 
-# A job with no ``timeout_seconds`` of its own gets its kind's default (the claim writes it into the row).
-DEFAULT_TIMEOUT_SECONDS = {
-    "text.generate": 6 * 3600,
-    "text.train": 72 * 3600,
-    "image.train_gan": 72 * 3600,
-    "image.generate": 2 * 3600,
-}
-FALLBACK_TIMEOUT_SECONDS = 24 * 3600
-
 # kombu's Redis transport keeps a delivered, not yet acknowledged message in the hash UNACKED_KEY and its delivery
 # time in the sorted set UNACKED_INDEX_KEY; a message older than the visibility timeout there is put back in its
 # queue (redelivered).

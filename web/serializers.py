@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.models import Artifact, Dataset, GenerationResult, Job, JobEvent, JobStatus, Model
+from shared.models import Artifact, Dataset, GenerationResult, Job, JobEvent, Model
+from shared.models.jobs import ACTIVE
 from shared.timeutil import iso, utcnow
 
 
 def eta_seconds(job: Job) -> float | None:
     """Remaining time, extrapolated from the rate since the job started (None until there is a rate)."""
-    if job.status not in JobStatus.ACTIVE or not job.started_at or job.progress_done <= 0 or not job.progress_total:
+    if job.status not in ACTIVE or not job.started_at or job.progress_done <= 0 or not job.progress_total:
         return None
     elapsed = (utcnow() - job.started_at).total_seconds()
     remaining = job.progress_total - job.progress_done

@@ -5,7 +5,8 @@ one job at a time. What is wired here so that no job is lost or run twice:
 
 - a frozen process cannot hold a job row's lock (or the maintenance lock) for longer than a lease: Postgres ends
   its connections' idle transactions (``idle_in_transaction_timeout_ms``);
-- a pool process may end itself when its job hangs past its timeout (``runtime.exit_on_hung``); the pool replaces it;
+- a pool process may end itself when its job hangs past its timeout (``runtime.process.exit_on_hung``); the pool
+  replaces it;
 - a pool process that dies (SIGKILL, OOM killer, a crash in native code) ends its job's lease at once
   (:class:`JobRequest`), so the rescuer requeues the job on its next pass rather than one lease later;
 - SIGTERM (or Ctrl-C) to the main process is forwarded to the pool processes running jobs, which checkpoint and hand
@@ -105,7 +106,7 @@ def _after_fork(**_: object) -> None:
     from worker import runtime
 
     reset_engines()
-    runtime.exit_on_hung = True
+    runtime.process.exit_on_hung = True
 
 
 @signals.worker_ready.connect

@@ -19,12 +19,12 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from shared import lifecycle
 from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
 from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
 from shared.settings import get_settings
 from shared.timeutil import utcnow
-from worker.runtime import backoff_seconds, status_event
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +48,7 @@ def rescue_expired() -> int:
 
 def _rescue_one(s, job: Job) -> None:
     worker = job.worker
-    job.lease_expires_at = None
-    if job.status == JobStatus.CANCELLING:
-        job.status, job.finished_at = JobStatus.CANCELLED, func.now()
-        s.add(status_event(job.id, job.attempt, f"cancelled (worker {worker} lost)", status="cancelled"))
-    elif job.timeout_seconds and job.started_at and utcnow() - job.started_at > timedelta(seconds=job.timeout_seconds):
-        job.status, job.finished_at = JobStatus.FAILED, func.now()
-        job.error = {"code": "timeout", "message": f"ran past {job.timeout_seconds}s (worker {worker} stopped)"}
-        s.add(status_event(job.id, job.attempt, "failed: timeout", status="failed"))
-    elif job.attempt >= job.max_attempts:
-        job.status, job.finished_at = JobStatus.FAILED, func.now()
-        job.error = {"code": "worker_lost", "message": f"worker lost on each of {job.attempt} attempts"}
-        s.add(status_event(job.id, job.attempt, "failed: worker_lost: attempts exhausted", status="failed"))
-    else:
-        delay = backoff_seconds(job.attempt)
-        job.status, job.attempt, job.enqueued_at = JobStatus.QUEUED, job.attempt + 1, None
-        job.not_before = utcnow() + timedelta(seconds=delay)
-        s.add(status_event(job.id, job.attempt, f"queued again (attempt {job.attempt}): worker {worker} lost",
-                           status="queued", reason="worker_lost", delay_s=round(delay, 2)))  # fmt: skip
+    lifecycle.requeue_or_end(s, job, "worker_lost", f"worker {worker} lost")
     logger.warning("rescued job %s from %s -> %s", job.id, worker, job.status)
 
 

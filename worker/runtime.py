@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from shared.broker import DEFAULT_TIMEOUT_SECONDS, FALLBACK_TIMEOUT_SECONDS, publish, touch_deliveries
+from shared import lifecycle
+from shared.broker import publish, touch_deliveries
 from shared.db import session_scope
-from shared.models import Job, JobEvent, JobStatus
+from shared.models import Job, JobStatus
 from shared.settings import get_settings
 from shared.timeutil import utcnow
 from worker import testhooks
@@ -50,25 +50,27 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[JobContext], dict[str, Any] | None]
 
 HUNG_EXIT_CODE = 75  # a pool process ended because its job ran past its timeout without stopping
-# Set in Celery pool processes (worker/celery_app.py): only there may the heartbeat end a hung job's process, since
-# the pool replaces it; anywhere else a hung handler is only marked and failed.
-exit_on_hung = False
 
 
 class TransientError(Exception):
     """A failure worth retrying (lost connection, OOM after batch halving, …)."""
 
 
-def transient_types() -> tuple[type[BaseException], ...]:
+def _base_transient_types() -> tuple[type[BaseException], ...]:
     import torch
 
-    from worker.ml.generate import GenerationOOM
-
-    return (TransientError, OperationalError, ConnectionError, torch.OutOfMemoryError, GenerationOOM)
+    return (TransientError, OperationalError, ConnectionError, torch.OutOfMemoryError)
 
 
-def status_event(job_id: str, attempt: int, message: str, **data: Any) -> JobEvent:
-    return JobEvent(job_id=job_id, attempt=attempt, type="status", message=message, data=data or None)
+@dataclass(frozen=True)
+class KindPolicy:
+    """How the runtime treats one kind's jobs; each task module declares its own (``worker/tasks/``)."""
+
+    default_timeout_seconds: int  # for a job with no ``timeout_seconds`` of its own (the claim writes it in)
+    transient: tuple[type[BaseException], ...] = ()  # the kind's own retry-worthy errors, besides the common ones
+
+    def transient_types(self) -> tuple[type[BaseException], ...]:
+        return (*_base_transient_types(), *self.transient)
 
 
 def hang_grace_seconds(timeout: int) -> float:
@@ -76,94 +78,37 @@ def hang_grace_seconds(timeout: int) -> float:
     return min(60.0, max(2.0, timeout / 20))
 
 
-def claim(job_id: str, worker: str, device: str) -> JobContext | None:
+def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobContext | None:
     """Atomically move a queued job to running; None if someone else has it, it was cancelled, or it waits."""
-    settings = get_settings()
-    default_timeout = case(DEFAULT_TIMEOUT_SECONDS, value=Job.kind, else_=FALLBACK_TIMEOUT_SECONDS)
     with session_scope() as s:
         if defer_if_over_cap(s, job_id):
             logger.info("job %s deferred: its owner runs their cap of jobs", job_id)
             return None
-        job = s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .where((Job.not_before.is_(None)) | (Job.not_before <= func.now()))
-            .values(
-                status=JobStatus.RUNNING,
-                started_at=func.coalesce(Job.started_at, func.now()),
-                lease_expires_at=func.now() + timedelta(seconds=settings.lease_seconds),
-                heartbeat_at=func.now(),
-                worker=worker,
-                device=device,
-                not_before=None,
-                timeout_seconds=func.coalesce(Job.timeout_seconds, default_timeout),
-                updated_at=func.now(),
-            )  # fmt: skip
-            .returning(Job)
-        ).scalar_one_or_none()
+        job = lifecycle.claim(s, job_id, worker=worker, device=device, lease_seconds=get_settings().lease_seconds,
+                              default_timeout=policy.default_timeout_seconds)
         if job is None:
             return None
-        s.add(status_event(job.id, job.attempt, f"running (attempt {job.attempt} on {worker}, {device})",
-                           status="running", worker=worker, device=device))  # fmt: skip
-        return JobContext(
-            job_id=job.id, attempt=job.attempt, kind=job.kind, owner_id=job.owner_id, params=dict(job.params),
-            started_at=job.started_at, timeout_seconds=job.timeout_seconds,
-        )  # fmt: skip
+        return JobContext(job_id=job.id, attempt=job.attempt, kind=job.kind, owner_id=job.owner_id,
+                          params=dict(job.params), started_at=job.started_at, timeout_seconds=job.timeout_seconds)
 
 
-def finish(ctx: JobContext, status: str, *, error: dict | None = None, summary: dict | None = None) -> None:
+def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
     """The terminal, fenced status write (retried through a short database outage)."""
 
     def write() -> None:
         with session_scope() as s:
-            job = guard(s, ctx.job_id, ctx.attempt)
-            job.status = status
-            job.finished_at = func.now()
-            job.lease_expires_at = None
-            job.error = error
-            if summary:
-                job.summary = dict(summary)
-                job.model_id = job.summary.pop("model_id", job.model_id)
-            if status == JobStatus.SUCCEEDED and job.progress_total:
-                job.progress_done = job.progress_total
-            message = status if error is None else f"{status}: {error['code']}: {error['message']}"
-            s.add(status_event(ctx.job_id, ctx.attempt, message, status=status))
+            lifecycle.finish(s, guard(s, ctx.job_id, ctx.attempt), status, error=error, summary=summary)
 
     ride_out(write, f"finish {ctx.job_id}")
 
 
-def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+def retry_or_fail(ctx: JobContext, code: str, message: str, count_attempt: bool = True) -> JobStatus:
+    """Hand the job back to the queue with ``attempt + 1``, or end it (:func:`shared.lifecycle.requeue_or_end`)."""
 
-
-def retry_or_fail(ctx: JobContext, code: str, message: str, count_attempt: bool = True) -> str:
-    """Hand the job back to the queue with ``attempt + 1`` (after a backoff), or fail it when attempts ran out.
-
-    A job whose cancel was requested meanwhile ends ``cancelled`` instead: a cancelled job is never restarted.
-    """
-
-    def write() -> str:
+    def write() -> JobStatus:
         with session_scope() as s:
             job = guard(s, ctx.job_id, ctx.attempt)
-            if job.cancel_requested:
-                job.status, job.finished_at, job.lease_expires_at = JobStatus.CANCELLED, func.now(), None
-                s.add(status_event(job.id, job.attempt, f"cancelled ({code})", status="cancelled"))
-                return JobStatus.CANCELLED
-            if count_attempt and job.attempt >= job.max_attempts:
-                job.status, job.finished_at, job.lease_expires_at = JobStatus.FAILED, func.now(), None
-                job.error = {"code": code, "message": f"{message} (after {job.attempt} attempts)"}
-                s.add(status_event(job.id, job.attempt, f"failed: {code}: attempts exhausted", status="failed"))
-                return JobStatus.FAILED
-            delay = backoff_seconds(job.attempt) if count_attempt else 0.0
-            if not count_attempt:
-                job.max_attempts += 1  # a graceful hand-back does not use up the retry budget
-            job.status, job.attempt, job.lease_expires_at, job.enqueued_at = (
-                JobStatus.QUEUED, job.attempt + 1, None, None)  # fmt: skip
-            job.not_before = utcnow() + timedelta(seconds=delay)
-            s.add(status_event(job.id, job.attempt, f"queued again (attempt {job.attempt}): {code}: {message}",
-                               status="queued", reason=code, delay_s=round(delay, 2)))  # fmt: skip
-            return JobStatus.QUEUED
+            return lifecycle.requeue_or_end(s, job, code, message, count_attempt=count_attempt)
 
     return ride_out(write, f"requeue {ctx.job_id}")
 
@@ -231,7 +176,7 @@ class LeaseKeeper(threading.Thread):
                 f"ran past {ctx.timeout_seconds}s and did not stop; its worker process was ended")})  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - if this write fails, the rescuer fails it once the lease expires
             logger.warning("could not record the timeout of %s: %s", ctx.job_id, exc)
-        if exit_on_hung:
+        if process.exit_on_hung:
             logging.shutdown()
             os._exit(HUNG_EXIT_CODE)
         self._stop_event.set()
@@ -240,42 +185,51 @@ class LeaseKeeper(threading.Thread):
         self._stop_event.set()
 
 
-# -- graceful shutdown: SIGTERM while a job runs means "checkpoint and hand it back", not "die now" ----------------
-_running: JobContext | None = None
-_in_run_job = False  # between a task's start and its job's claim: a SIGTERM then is kept for the claimed job
-_shutdown_pending = False
-_previous_sigterm: Any = None
-_sigterm_installed = False
+class ProcessState:
+    """What this worker process knows about the job it runs, for the SIGTERM handler and the hang watchdog.
+
+    SIGTERM while a job runs means "checkpoint and hand it back", not "die now"; between a task's start and its
+    job's claim, a SIGTERM is kept for the claimed job. One instance per process (:data:`process`).
+    """
+
+    def __init__(self) -> None:
+        self.running: JobContext | None = None
+        self.claiming = False
+        self.shutdown_pending = False
+        # Set in Celery pool processes (worker/celery_app.py): only there may the heartbeat end a hung job's process,
+        # since the pool replaces it; anywhere else a hung handler is only marked and failed.
+        self.exit_on_hung = False
+        self._previous_sigterm: Any = None
+        self._sigterm_installed = False
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        ctx = self.running
+        if ctx is not None:
+            if ctx.stop_reason is None:
+                ctx.stop_reason = "shutdown"
+            return
+        if self.claiming:
+            self.shutdown_pending = True  # the job, once claimed, is handed back at its first report
+            return
+        previous = self._previous_sigterm  # no job here: behave as before (a pool process exits)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def install_sigterm_handler(self) -> None:
+        """Chain our handler in front of the pool's (installed lazily: billiard sets its own after process init)."""
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if current != self.on_sigterm:
+            self._previous_sigterm = current
+            signal.signal(signal.SIGTERM, self.on_sigterm)
+        self._sigterm_installed = True
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    global _shutdown_pending
-    ctx = _running
-    if ctx is not None:
-        if ctx.stop_reason is None:
-            ctx.stop_reason = "shutdown"
-        return
-    if _in_run_job:
-        _shutdown_pending = True  # claiming right now: the job, once claimed, is handed back at its first report
-        return
-    previous = _previous_sigterm  # no job here: behave as before (a pool process exits)
-    if callable(previous):
-        previous(signum, frame)
-    elif previous != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _install_sigterm_handler() -> None:
-    """Chain our handler in front of the pool's (installed lazily: billiard sets its own after process init)."""
-    global _previous_sigterm, _sigterm_installed
-    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
-        return
-    current = signal.getsignal(signal.SIGTERM)
-    if current is not _on_sigterm:
-        _previous_sigterm = current
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    _sigterm_installed = True
+process = ProcessState()
 
 
 def delivery_tag_of(request: Any) -> str | None:
@@ -284,32 +238,33 @@ def delivery_tag_of(request: Any) -> str | None:
     return properties.get("delivery_tag")
 
 
-def run_job(job_id: str, handler: Handler, worker: str, device: str, delivery_tag: str | None = None) -> str:
+def run_job(
+    job_id: str, handler: Handler, policy: KindPolicy, worker: str, device: str, delivery_tag: str | None = None
+) -> str:
     """Claim and run one job; returns the status it ended in (or ``skipped``).
 
     ``delivery_tag`` (the broker message's) is renewed by the heartbeat while the job runs, so the broker's
     visibility timeout never hands the message to another worker while this one is alive.
     """
-    global _running, _in_run_job, _shutdown_pending
-    _install_sigterm_handler()
-    _in_run_job, _shutdown_pending = True, False
+    process.install_sigterm_handler()
+    process.claiming, process.shutdown_pending = True, False
     try:
-        ctx = ride_out(lambda: claim(job_id, worker, device), f"claim {job_id}")
+        ctx = ride_out(lambda: claim(job_id, worker, device, policy), f"claim {job_id}")
         if ctx is None:
             logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
             return "skipped"
         keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds, delivery_tag)
         keeper.start()
-        _running = ctx
-        if _shutdown_pending:
+        process.running = ctx
+        if process.shutdown_pending:
             ctx.stop_reason = "shutdown"
         try:
-            status = _run_claimed(ctx, testhooks.wrap(handler))
+            status = _run_claimed(ctx, testhooks.wrap(handler), policy)
         finally:
-            _running = None
+            process.running = None
             keeper.stop()
     finally:
-        _in_run_job = False
+        process.claiming = False
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown":
         logger.warning("%s handed back on shutdown (attempt %d)", job_id, ctx.attempt)
         try:
@@ -319,7 +274,7 @@ def run_job(job_id: str, handler: Handler, worker: str, device: str, delivery_ta
     return status
 
 
-def _run_claimed(ctx: JobContext, handler: Handler) -> str:
+def _run_claimed(ctx: JobContext, handler: Handler, policy: KindPolicy) -> str:
     try:
         summary = handler(ctx)
         ctx.flush()
@@ -335,7 +290,7 @@ def _run_claimed(ctx: JobContext, handler: Handler) -> str:
             "code": "invalid_params", "message": str(exc)[:2000]}  # fmt: skip
         _flush_quietly(ctx)
         return _finish_unless_fenced(ctx, JobStatus.FAILED, error)
-    except transient_types() as exc:
+    except policy.transient_types() as exc:
         logger.warning("%s: transient failure: %s", ctx.job_id, exc)
         _flush_quietly(ctx)
         message = f"{type(exc).__name__}: {exc}"[:2000]

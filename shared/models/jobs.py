@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, Text, UniqueConstraint, text
@@ -11,7 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.models.base import Base, created_at_column
 
 
-class JobStatus:
+class JobStatus(StrEnum):
+    """A job's states (``shared/lifecycle.py`` owns every move between them; see docs/architecture.md)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     CANCELLING = "cancelling"
@@ -19,9 +22,13 @@ class JobStatus:
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    ACTIVE = (QUEUED, RUNNING, CANCELLING)
-    TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
-    ALL = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Job(Base):

@@ -45,8 +45,8 @@ def list_jobs():
         stmt = stmt.where(Job.owner_id == g.user.id)
     if status := request.args.get("status"):
         wanted = status.split(",")
-        if not set(wanted) <= set(JobStatus.ALL):
-            raise Invalid(f"`status` must be among {', '.join(JobStatus.ALL)}", code="invalid_query")
+        if not set(wanted) <= set(JobStatus):
+            raise Invalid(f"`status` must be among {', '.join(JobStatus)}", code="invalid_query")
         stmt = stmt.where(Job.status.in_(wanted))
     if kind := request.args.get("kind"):
         stmt = stmt.where(Job.kind == kind)

@@ -8,6 +8,7 @@ import logging
 from flask import flash, g, redirect, render_template, request, url_for
 
 from shared.models import JobStatus
+from shared.models.jobs import ACTIVE
 from shared.schemas.params import PARAMS_BY_KIND
 from web.dashboard import bp
 from web.dashboard.format import kind_label
@@ -22,18 +23,18 @@ logger = logging.getLogger(__name__)
 JOBS_PAGE = 25
 RESULTS_PAGE = 25
 PROMPTS_PREVIEW = 50
-ACTIVE_FILTER = ",".join(JobStatus.ACTIVE)
+ACTIVE_FILTER = ",".join(ACTIVE)
 FOLDED_ROLES = ("sample", "image")  # many per job: shown in the slider / gallery, counted in the artifact list
 
 
 def _status_options() -> list[tuple[str, str]]:
-    return [(ACTIVE_FILTER, "Active (queued, running, cancelling)"), *[(s, s) for s in JobStatus.ALL]]
+    return [(ACTIVE_FILTER, "Active (queued, running, cancelling)"), *[(s, s) for s in JobStatus]]
 
 
 def _filters() -> dict[str, str | None]:
     """The list's query, with unknown statuses and kinds dropped rather than turned into an error page."""
     status = request.args.get("status") or None
-    if status and not set(status.split(",")) <= set(JobStatus.ALL):
+    if status and not set(status.split(",")) <= set(JobStatus):
         status = None
     kind = request.args.get("kind") or None
     if kind and kind not in PARAMS_BY_KIND:

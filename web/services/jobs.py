@@ -11,9 +11,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import lifecycle
 from shared.broker import publish
 from shared.ids import new_id
-from shared.models import Job, JobEvent, JobStatus, User
+from shared.models import Job, JobStatus, User
 from shared.schemas.api import JobCreate
 from shared.schemas.params import PARAMS_BY_KIND
 from shared.settings import get_settings
@@ -74,7 +75,7 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         search_text=search_text(req.kind, stored),
     )  # fmt: skip
     s.add(job)
-    s.add(JobEvent(job_id=job.id, attempt=1, type="status", message="queued", data={"status": "queued"}))
+    s.add(lifecycle.queued_event(job))
     try:
         s.commit()
     except IntegrityError:  # a concurrent request with the same idempotency key won the insert
@@ -117,17 +118,10 @@ def get_job(s: Session, user: User, job_id: str, lock: bool = False) -> Job:
 def cancel_job(s: Session, user: User, job_id: str) -> Job:
     """Queued → cancelled at once; running → cancelling (the worker stops between steps); finished → 409."""
     job = get_job(s, user, job_id, lock=True)
-    if job.status in JobStatus.TERMINAL:
-        raise Conflict(f"job {job_id} already {job.status}", code="job_finished")
-    if job.status == JobStatus.QUEUED:
-        job.status, job.finished_at = JobStatus.CANCELLED, func.now()
-        message = "cancelled before it started"
-    else:
-        job.status = JobStatus.CANCELLING
-        message = "cancel requested"
-    job.cancel_requested = True
-    job.updated_at = func.now()
-    s.add(JobEvent(job_id=job.id, attempt=job.attempt, type="status", message=message, data={"status": job.status}))
+    try:
+        lifecycle.request_cancel(s, job)
+    except lifecycle.JobFinished as exc:
+        raise Conflict(str(exc), code="job_finished") from exc
     s.commit()
     s.refresh(job)
     return job

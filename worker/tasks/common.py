@@ -11,13 +11,13 @@ from shared.model_refs import find_model, model_source
 from shared.models import Dataset, Model, User
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.runtime import Handler, delivery_tag_of, run_job
+from worker.runtime import Handler, KindPolicy, delivery_tag_of, run_job
 
 
-def run_task(request, job_id: str, handler: Handler) -> str:
+def run_task(request, job_id: str, handler: Handler, policy: KindPolicy) -> str:
     """Run ``job_id`` for a Celery task ``request``: its worker's name, this host's device, its message's tag."""
-    return run_job(job_id, handler, worker=request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(request))  # fmt: skip
+    return run_job(job_id, handler, policy, worker=request.hostname or "worker", device=current_device().name,
+                   delivery_tag=delivery_tag_of(request))
 
 
 def load_model_row(ctx: JobContext, ref: str, kind: str) -> Model:

@@ -10,9 +10,12 @@ from worker.celery_app import app
 from worker.context import JobContext
 from worker.devices import current_device
 from worker.ml.gan import generate_images, zip_pngs
+from worker.runtime import KindPolicy
 from worker.tasks.common import load_model_row, run_task
 
 logger = logging.getLogger(__name__)
+
+POLICY = KindPolicy(default_timeout_seconds=2 * 3600)
 
 
 def handle(ctx: JobContext) -> dict:
@@ -33,4 +36,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.image.generate", bind=True)
 def run(self, job_id: str) -> str:
-    return run_task(self.request, job_id, handle)
+    return run_task(self.request, job_id, handle, POLICY)

@@ -10,9 +10,12 @@ from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import gan_device
 from worker.ml.gan import GanTrainConfig, ImageDatasetError, load_images, train_gan
+from worker.runtime import KindPolicy
 from worker.tasks.common import load_dataset_row, register_model, run_task, unique_model_name
 
 logger = logging.getLogger(__name__)
+
+POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
 
 
 def _images(ctx: JobContext, p: GanTrainParams):
@@ -57,4 +60,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.image.train_gan", bind=True)
 def run(self, job_id: str) -> str:
-    return run_task(self.request, job_id, handle)
+    return run_task(self.request, job_id, handle, POLICY)

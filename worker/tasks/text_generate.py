@@ -13,11 +13,14 @@ from shared.textdata import TextDataError, read_prompts
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.ml.generate import Completion, GenerateConfig, PromptItem, generate
+from worker.ml.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, generate
 from worker.model_cache import cache
+from worker.runtime import KindPolicy
 from worker.tasks.common import hub_online, load_dataset_row, load_model_row, run_task, weights_source
 
 logger = logging.getLogger(__name__)
+
+POLICY = KindPolicy(default_timeout_seconds=6 * 3600, transient=(GenerationOOM,))
 
 
 def _prompts(ctx: JobContext, p: TextGenerateParams) -> list[tuple[int, str, str | None]]:
@@ -95,4 +98,4 @@ def handle(ctx: JobContext) -> dict:
 
 @app.task(name="genqueue.text.generate", bind=True)
 def run(self, job_id: str) -> str:
-    return run_task(self.request, job_id, handle)
+    return run_task(self.request, job_id, handle, POLICY)

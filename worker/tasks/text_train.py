@@ -13,6 +13,7 @@ from worker.devices import current_device
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
 from worker.ml.lm_train import LMTrainConfig, train_lm
+from worker.runtime import KindPolicy
 from worker.tasks.common import (
     load_dataset_row,
     load_model_row,
@@ -23,6 +24,8 @@ from worker.tasks.common import (
 )
 
 logger = logging.getLogger(__name__)
+
+POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
 
 
 def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
@@ -80,4 +83,4 @@ def _context(model_dir) -> int:
 
 @app.task(name="genqueue.text.train", bind=True)
 def run(self, job_id: str) -> str:
-    return run_task(self.request, job_id, handle)
+    return run_task(self.request, job_id, handle, POLICY)

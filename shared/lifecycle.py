@@ -1,0 +1,141 @@
+"""Every job state transition, in one place: web, the worker's runtime and the rescuer all move jobs through here.
+
+::
+
+    queued ──claim──► running ──finish──► succeeded | failed | cancelled
+      ▲                  │ └──request_cancel──► cancelling ──finish/requeue_or_end──► cancelled
+      └──requeue_or_end──┘   (a transient error, a lost worker, a graceful hand-back)
+    queued ──request_cancel──► cancelled
+
+Each function changes one job row that its caller holds: the claim is one atomic ``UPDATE … WHERE status =
+'queued'``; the worker's other writes are made on a row it locked with the fencing guard (``worker/fencing.py``),
+the rescuer's on rows it selected ``FOR UPDATE SKIP LOCKED``, the web's on a row it locked for the request. Every
+transition adds one ``status`` event (:func:`status_event`) with the new status in its data, so the job's timeline
+tells its whole life. The caller commits.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.orm import Session
+
+from shared.models import Job, JobEvent, JobStatus
+from shared.models.jobs import TERMINAL
+from shared.timeutil import utcnow
+
+
+class JobFinished(Exception):
+    """The job already ended; it cannot be cancelled."""
+
+
+def status_event(job: Job, message: str, **data: Any) -> JobEvent:
+    """The timeline entry of a transition: ``data.status`` is the job's status after it."""
+    return JobEvent(job_id=job.id, attempt=job.attempt, type="status", message=message,
+                    data={"status": str(job.status), **data})
+
+
+def queued_event(job: Job) -> JobEvent:
+    """The first entry of a new job's timeline (the job row is inserted by the web in ``queued``)."""
+    return status_event(job, "queued")
+
+
+def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter before attempt ``attempt + 1``."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: int, default_timeout: int) -> Job | None:
+    """``queued`` → ``running`` atomically (None if taken, cancelled or not due yet); the lease starts now.
+
+    A job with no ``timeout_seconds`` of its own gets ``default_timeout`` (its kind's) written into the row.
+    """
+    job = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .where((Job.not_before.is_(None)) | (Job.not_before <= func.now()))
+        .values(
+            status=JobStatus.RUNNING,
+            started_at=func.coalesce(Job.started_at, func.now()),
+            lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+            heartbeat_at=func.now(),
+            worker=worker,
+            device=device,
+            not_before=None,
+            timeout_seconds=func.coalesce(Job.timeout_seconds, default_timeout),
+            updated_at=func.now(),
+        )
+        .returning(Job)
+    ).scalar_one_or_none()
+    if job is not None:
+        s.add(status_event(job, f"running (attempt {job.attempt} on {worker}, {device})", worker=worker, device=device))
+    return job
+
+
+def finish(s: Session, job: Job, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
+    """A running (or cancelling) job ends ``succeeded``, ``failed`` or ``cancelled``."""
+    job.status = status
+    job.finished_at = func.now()
+    job.lease_expires_at = None
+    job.error = error
+    if summary:
+        job.summary = dict(summary)
+        job.model_id = job.summary.pop("model_id", job.model_id)
+    if status == JobStatus.SUCCEEDED and job.progress_total:
+        job.progress_done = job.progress_total
+    s.add(status_event(job, status if error is None else f"{status}: {error['code']}: {error['message']}"))
+
+
+def past_timeout(job: Job) -> bool:
+    """The job has run longer than ``timeout_seconds`` since it first started (across attempts)."""
+    started, limit = job.started_at, job.timeout_seconds
+    return bool(limit and started and utcnow() - started > timedelta(seconds=limit))
+
+
+def requeue_or_end(s: Session, job: Job, code: str, message: str, *, count_attempt: bool = True) -> JobStatus:
+    """An attempt ended without a result (``code``: ``transient_error``, ``worker_lost``, ``worker_shutdown``…).
+
+    The job is ``cancelled`` if a cancel was requested meanwhile (a cancelled job is never restarted), ``failed``
+    with ``timeout`` past its time limit, ``failed`` when its attempts ran out, else ``queued`` again with
+    ``attempt + 1`` after a jittered backoff. ``count_attempt=False`` (a graceful hand-back) requeues at once
+    without using up the retry budget.
+    """
+    if job.cancel_requested or job.status == JobStatus.CANCELLING:
+        finish(s, job, JobStatus.CANCELLED)
+    elif past_timeout(job):
+        finish(s, job, JobStatus.FAILED, error={"code": "timeout", "message": f"ran past {job.timeout_seconds}s "
+                                                                               f"({code}: {message})"})
+    elif count_attempt and job.attempt >= job.max_attempts:
+        finish(s, job, JobStatus.FAILED,
+               error={"code": code, "message": f"{message} (attempts exhausted: {job.attempt})"})
+    else:
+        delay = backoff_seconds(job.attempt) if count_attempt else 0.0
+        if not count_attempt:
+            job.max_attempts += 1  # a graceful hand-back does not use up the retry budget
+        job.status, job.attempt, job.lease_expires_at, job.enqueued_at = JobStatus.QUEUED, job.attempt + 1, None, None
+        job.not_before = utcnow() + timedelta(seconds=delay)
+        job.updated_at = func.now()
+        s.add(status_event(job, f"queued again (attempt {job.attempt}): {code}: {message}", reason=code,
+                           delay_s=round(delay, 2)))
+    return JobStatus(job.status)
+
+
+def request_cancel(s: Session, job: Job) -> JobStatus:
+    """``queued`` → ``cancelled`` at once; ``running`` → ``cancelling`` (its worker stops at its next report).
+
+    Raises :class:`JobFinished` for a job that already ended; asking twice is harmless.
+    """
+    if job.status in TERMINAL:
+        raise JobFinished(f"job {job.id} already {job.status}")
+    job.cancel_requested = True
+    job.updated_at = func.now()
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, func.now()
+        s.add(status_event(job, "cancelled before it started"))
+    elif job.status == JobStatus.RUNNING:
+        job.status = JobStatus.CANCELLING
+        s.add(status_event(job, "cancel requested"))
+    return JobStatus(job.status)
