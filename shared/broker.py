@@ -7,7 +7,6 @@ reconciler in ``worker/maintenance.py`` publishes again whatever Postgres says i
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 from functools import lru_cache
@@ -32,7 +31,6 @@ QUEUES = ("gpu", "cpu")
 # queue (redelivered).
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
-DEFAULT_VISIBILITY_TIMEOUT = 12 * 3600
 # After a failed publish, skip the broker for this long (the reconciler sends what was skipped), so a dead Redis
 # costs one failed attempt now and then rather than one per request.
 _publish_breaker = Breaker(open_seconds=2.0)
@@ -57,11 +55,7 @@ def visibility_timeout() -> int:
     Long jobs outlive it safely: a live worker keeps renewing its messages (:func:`touch_deliveries`), and a message
     redelivered anyway is absorbed by the atomic claim. Tests set it low to prove exactly that.
     """
-    raw = os.environ.get("GENQUEUE_VISIBILITY_TIMEOUT", "")
-    try:
-        return max(1, int(raw)) if raw else DEFAULT_VISIBILITY_TIMEOUT
-    except ValueError as exc:
-        raise SystemExit(f"GENQUEUE_VISIBILITY_TIMEOUT must be an integer, got {raw!r}") from exc
+    return get_settings().visibility_timeout
 
 
 def _transport_options() -> dict:

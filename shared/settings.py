@@ -1,54 +1,66 @@
-"""One source of settings: a frozen object read from the environment once, used by web, worker, Alembic and CLI."""
+"""One source of settings: every variable is declared once here (name, type, default, meaning), read from the
+environment once, and used by web, worker, Alembic and the CLI. README's configuration table is checked against this
+class by ``tests/unit/test_settings.py``.
+
+Each field is read from ``GENQUEUE_<FIELD>`` unless its ``validation_alias`` names another variable. An empty
+variable counts as unset; a value of the wrong type stops the process with one line naming the variable.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+class Settings(BaseSettings):
+    """Everything configurable. ``description`` is what the README's configuration table says of it."""
 
+    model_config = SettingsConfigDict(env_prefix="GENQUEUE_", frozen=True, extra="ignore", env_ignore_empty=True)
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable, with the defaults of DESIGN.md's configuration table."""
+    data_dir: Path = Field(Path("./var"), description="embedded servers, artifact store, generated secret, admin token")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL",
+                                     description="SQLAlchemy URL; unset: embedded PostgreSQL under the data dir")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL",
+                                  description="Celery broker; unset: embedded Redis under the data dir")
+    host: str = Field("127.0.0.1", description="web bind address")
+    port: int = Field(5000, description="web port")
+    secret_key: str | None = Field(None, description="Flask session secret; unset: generated into the data dir")
+    api_url: str | None = Field(None, validation_alias="GENQUEUE_URL",
+                                description="where the CLI's client commands send requests")
+    token: str | None = Field(None, description="the CLI's API token; unset: the admin token in the data dir")
+    log_level: str = Field("WARNING", description="log level of the CLI and the processes it starts")
+    max_body_bytes: int = Field(64 * MiB, description="JSON request body cap (413 above)")
+    max_prompts: int = Field(10_000, description="prompts per generation job (422 above)")
+    max_prompt_chars: int = Field(20_000, description="characters per prompt (422 above)")
+    max_text_upload_bytes: int = Field(50 * MiB, description="text dataset upload cap (413 above)")
+    max_image_upload_bytes: int = Field(200 * MiB, description="image dataset upload cap (413 above)")
+    rate_limit_per_minute: int = Field(600, description="submissions per user per minute (429 above; 0: off)")
+    max_queued_per_user: int = Field(1000, description="a user's jobs waiting in `queued` (429 above; 0: off)")
+    max_running_per_user: int = Field(0, description="a user's jobs running at once, enforced by the claim (0: off)")
+    max_attempts: int = Field(3, description="default attempts per job (a job's `max_attempts` param overrides)")
+    lease_seconds: int = Field(60, description="a running job's lease; a worker silent this long is presumed lost")
+    heartbeat_seconds: int = Field(10, description="how often a running job renews its lease")
+    rescue_interval_seconds: int = Field(15, description="how often the rescuer and reconciler run (at most 5 s)")
+    visibility_timeout: int = Field(12 * 3600, ge=1, description="seconds before Redis redelivers an unacked message")
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("gpu", "cpu"), description="queues a worker consumes, comma-separated (ML jobs go to `gpu`)")
+    worker_concurrency: int = Field(1, description="pool processes per worker")
+    model_cache_size: int = Field(2, ge=1, description="loaded models a worker process keeps in memory")
+    device: str | None = Field(None, description="`cpu`, `cuda` or `cuda:N`; unset: CUDA if present, else CPU")
+    gan_cpu_bf16: bool = Field(True, description="GAN training autocasts to bf16 on CPUs with native bf16")
 
-    data_dir: Path
-    database_url: str | None  # None → embedded PostgreSQL under data_dir/pg
-    redis_url: str | None  # None → embedded Redis under data_dir/redis
-    host: str = "127.0.0.1"
-    port: int = 5000
-    secret_key: str = ""
-    api_url: str = ""
-    token: str | None = None
-    max_body_bytes: int = 64 * 1024 * 1024
-    max_prompts: int = 10_000
-    max_prompt_chars: int = 20_000
-    max_text_upload_bytes: int = 50 * 1024 * 1024
-    max_image_upload_bytes: int = 200 * 1024 * 1024
-    # Per-user limits on submissions (POST /jobs, retry, dataset uploads): a fixed one-minute window counted in Redis
-    # (0 disables it), and caps on the user's jobs waiting in the queue and (enforced when a worker claims) running.
-    rate_limit_per_minute: int = 600
-    max_queued_per_user: int = 1000
-    max_running_per_user: int = 0  # 0: no cap; enforced by the worker's claim (worker/admission.py)
-    default_max_attempts: int = 3
-    lease_seconds: int = 60
-    heartbeat_seconds: int = 10
-    rescue_interval_seconds: int = 15
-    # Jobs go to "gpu" (ML work, CPU fallback) or "cpu"; by default a worker serves both, so one box runs everything.
-    worker_queues: tuple[str, ...] = ("gpu", "cpu")
-    worker_concurrency: int = 1
-    extra: dict = field(default_factory=dict)
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _csv(cls, v: object) -> object:
+        return tuple(q.strip() for q in v.split(",") if q.strip()) if isinstance(v, str) else v
 
     @property
     def artifacts_dir(self) -> Path:
@@ -58,58 +70,49 @@ class Settings:
     def embedded(self) -> bool:
         return self.database_url is None or self.redis_url is None
 
+    @property
+    def client_url(self) -> str:
+        return self.api_url or f"http://127.0.0.1:{self.port}"
 
-def _secret(data_dir: Path) -> str:
-    """GENQUEUE_SECRET_KEY, else a random key generated once into the data dir (never a hard-coded fallback)."""
-    env = os.environ.get("GENQUEUE_SECRET_KEY")
-    if env:
-        return env
-    path = data_dir / "secret_key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    return path.read_text().strip()
+    def client_token(self) -> str | None:
+        """``GENQUEUE_TOKEN``, else the admin token a local ``genqueue up`` saved in the data dir."""
+        if self.token:
+            return self.token
+        path = self.data_dir / "admin_token"
+        return path.read_text().strip() if path.exists() else None
+
+    def session_secret(self) -> str:
+        """``GENQUEUE_SECRET_KEY``, else a random key generated once into the data dir (never a hard-coded fallback).
+
+        Only the web asks for it, so a client command never creates files.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        return path.read_text().strip()
 
 
-def _token(data_dir: Path) -> str | None:
-    env = os.environ.get("GENQUEUE_TOKEN")
-    if env:
-        return env
-    path = data_dir / "admin_token"
-    return path.read_text().strip() if path.exists() else None
+def env_name(name: str) -> str:
+    """The environment variable a :class:`Settings` field is read from."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"GENQUEUE_{name.upper()}"
 
 
 def load_settings() -> Settings:
     """Parse the environment into a :class:`Settings` (no caching; see :func:`get_settings`)."""
-    data_dir = Path(os.environ.get("GENQUEUE_DATA_DIR", "./var")).resolve()
-    port = _int("GENQUEUE_PORT", 5000)
-    queues = os.environ.get("GENQUEUE_WORKER_QUEUES")
-    return Settings(
-        data_dir=data_dir,
-        database_url=os.environ.get("DATABASE_URL") or None,
-        redis_url=os.environ.get("REDIS_URL") or None,
-        host=os.environ.get("GENQUEUE_HOST", "127.0.0.1"),
-        port=port,
-        secret_key=_secret(data_dir),
-        api_url=os.environ.get("GENQUEUE_URL", f"http://127.0.0.1:{port}"),
-        token=_token(data_dir),
-        max_body_bytes=_int("GENQUEUE_MAX_BODY_BYTES", 64 * 1024 * 1024),
-        max_prompts=_int("GENQUEUE_MAX_PROMPTS", 10_000),
-        max_text_upload_bytes=_int("GENQUEUE_MAX_TEXT_UPLOAD_BYTES", 50 * 1024 * 1024),
-        max_image_upload_bytes=_int("GENQUEUE_MAX_IMAGE_UPLOAD_BYTES", 200 * 1024 * 1024),
-        rate_limit_per_minute=_int("GENQUEUE_RATE_LIMIT_PER_MINUTE", 600),
-        max_queued_per_user=_int("GENQUEUE_MAX_QUEUED_PER_USER", 1000),
-        max_running_per_user=_int("GENQUEUE_MAX_RUNNING_PER_USER", 0),
-        default_max_attempts=_int("GENQUEUE_MAX_ATTEMPTS", 3),
-        lease_seconds=_int("GENQUEUE_LEASE_SECONDS", 60),
-        heartbeat_seconds=_int("GENQUEUE_HEARTBEAT_SECONDS", 10),
-        rescue_interval_seconds=_int("GENQUEUE_RESCUE_INTERVAL_SECONDS", 15),
-        worker_queues=tuple(q for q in (queues or "gpu,cpu").split(",") if q),
-        worker_concurrency=_int("GENQUEUE_WORKER_CONCURRENCY", 1),
-    )
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = env_name(str(err["loc"][0])) if err["loc"] and err["loc"][0] in Settings.model_fields else "settings"
+        raise SystemExit(f"{name}: {err['msg']} (got {err.get('input')!r})") from exc
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
 
 
 @lru_cache(maxsize=1)

@@ -68,8 +68,17 @@ _maintenance = None
 
 
 def host_device() -> str:
-    """What the main process reports before a child has touched CUDA (initialising CUDA before fork breaks it)."""
-    return "cuda" if os.path.exists("/dev/nvidia0") else "cpu"
+    """The device this worker's jobs run on (``GENQUEUE_DEVICE``, else CUDA if present), checked without initialising
+    CUDA (which must not happen before the pool forks). One this machine cannot honour stops the worker at start."""
+    from worker.ml.common import DeviceUnavailable, resolve_device
+
+    try:
+        return str(resolve_device(get_settings().device))
+    except DeviceUnavailable as exc:
+        raise SystemExit(f"GENQUEUE_DEVICE: {exc}") from exc
+
+
+HOST_DEVICE = host_device()
 
 
 def idle_in_transaction_timeout_ms() -> int:
@@ -115,7 +124,7 @@ def _start_maintenance(sender=None, **_: object) -> None:
     from worker.maintenance import Maintenance
 
     queues = ",".join(get_settings().worker_queues)
-    _maintenance = Maintenance(sender.hostname if sender else "worker", queues, host_device(), os.getpid())
+    _maintenance = Maintenance(sender.hostname if sender else "worker", queues, HOST_DEVICE, os.getpid())
     _maintenance.start()
 
 

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from shared.settings import get_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,4 +47,4 @@ class ModelCache:
         return value
 
 
-cache = ModelCache(capacity=int(os.environ.get("GENQUEUE_MODEL_CACHE_SIZE", "2")))
+cache = ModelCache(capacity=get_settings().model_cache_size)

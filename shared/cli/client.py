@@ -19,8 +19,8 @@ class ApiFailure(Exception):
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30):
         settings = get_settings()
-        self.url = (url or settings.api_url).rstrip("/") + "/api/v1"
-        self.token = token or settings.token
+        self.url = (url or settings.client_url).rstrip("/") + "/api/v1"
+        self.token = token or settings.client_token()
         self.timeout = timeout
         self.http = requests.Session()
         if self.token:

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("GENQUEUE_LOG_LEVEL", "WARNING"))
+    logging.basicConfig(level=get_settings().log_level.upper())
     args = build_parser().parse_args(argv)
     from shared.cli.client import ApiFailure
     from shared.registration import RegistrationError

@@ -69,7 +69,7 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
     job = Job(
         id=new_id("job"), owner_id=user.id, kind=req.kind, status=JobStatus.QUEUED, params=stored,
         priority=req.priority, queue=req.queue, attempt=1,
-        max_attempts=params.max_attempts or get_settings().default_max_attempts,
+        max_attempts=params.max_attempts or get_settings().max_attempts,
         timeout_seconds=params.timeout_seconds, progress_total=facts.get("total", 0),
         dataset_id=facts.get("dataset_id"), idempotency_key=idempotency_key, request_hash=request_hash,
         search_text=search_text(req.kind, stored),

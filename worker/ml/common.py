@@ -61,10 +61,38 @@ class Device:
         return "cpu"
 
 
+class DeviceUnavailable(ValueError):
+    """The device asked for does not exist on this machine (or is not a device at all)."""
+
+
 def pick_device(prefer: str | None = None) -> Device:
-    """CUDA with bf16 where present (and not overridden by ``prefer="cpu"``), else CPU in fp32."""
-    if prefer != "cpu" and torch.cuda.is_available():
-        dev = torch.device("cuda")
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return Device(dev, dtype)
-    return Device(torch.device("cpu"), None)
+    """The device ``prefer`` names (``"cpu"``, ``"cuda"``, ``"cuda:N"``), or by default CUDA where present, else CPU.
+
+    CUDA runs with bf16 autocast where the GPU supports it; the CPU in fp32. A device that cannot be honoured (a
+    CUDA index this machine does not have, CUDA on a machine without it, an unknown name) raises
+    :class:`DeviceUnavailable` rather than quietly running somewhere else.
+    """
+    dev = resolve_device(prefer)
+    if dev.type == "cpu":
+        return Device(dev, None)
+    return Device(dev, torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+
+
+def resolve_device(prefer: str | None = None) -> torch.device:
+    """The ``torch.device`` that :func:`pick_device` would use, checked without initialising CUDA (safe before a
+    fork); raises :class:`DeviceUnavailable` for one this machine cannot honour."""
+    if prefer in (None, ""):
+        prefer = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(prefer)
+    except RuntimeError as exc:
+        raise DeviceUnavailable(f"unknown device {prefer!r}") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise DeviceUnavailable(f"device {prefer!r}: only cpu and cuda[:N] are supported")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = 0 if dev.index is None else dev.index
+    if index >= count:
+        raise DeviceUnavailable(f"device {prefer!r}: this machine has {count} CUDA device(s)")
+    return torch.device("cuda", index)
