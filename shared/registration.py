@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import Model, ModelKind, ModelSource
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+from shared.weights import context_length_of, pickle_files
 
 
 class RegistrationError(ValueError):
@@ -34,12 +33,15 @@ def describe_model_dir(path: Path) -> tuple[str, dict]:
     if not (path / "config.json").exists():
         raise RegistrationError(f"{path}: neither a Hugging Face model (config.json) nor a generator (generator.json)")
     if not list(path.glob("*.safetensors")):
-        pickles = [f.name for f in path.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        pickles = pickle_files(path)
         hint = f" (found pickle files {pickles}, which genqueue refuses to load)" if pickles else ""
         raise RegistrationError(f"{path}: no .safetensors weights{hint}")
     cfg = json.loads((path / "config.json").read_text())
-    ctx = cfg.get("n_positions") or cfg.get("max_position_embeddings") or 1024
-    return ModelKind.CAUSAL_LM, {"context_length": int(ctx), "model_type": cfg.get("model_type"),
+    try:
+        ctx = context_length_of(cfg)
+    except ValueError:
+        ctx = 1024  # what GPT-2 takes; a config that declares none is checked again when the model loads
+    return ModelKind.CAUSAL_LM, {"context_length": ctx, "model_type": cfg.get("model_type"),
                                  "n_layer": cfg.get("n_layer"), "n_embd": cfg.get("n_embd")}  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.artifacts import ArtifactStore
+from shared.imagedata import BUILTIN_SOURCES
 from shared.model_refs import find_model
 from shared.models import Dataset, Model, ModelKind, User
 from shared.schemas.params import GanTrainParams, ImageGenerateParams, TextGenerateParams, TextTrainParams
@@ -26,8 +27,6 @@ from web.errors import Invalid
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_IMAGE_DATASETS = ("digits", "mnist")
-SCRATCH_CONTEXT = {"tiny": 256, "small": 512, "gpt2-124m": 1024}
 
 
 def field_error(field: str, message: str) -> Invalid:
@@ -59,27 +58,28 @@ def context_length(model: Model) -> int:
     return int(model.config.get("context_length") or 1024)
 
 
-# Gunicorn's threads admit requests concurrently: transformers' lazy imports are not thread-safe (a second thread
-# can see a half-initialised module and fail with ImportError), and a fast tokenizer's Rust state must not be
-# borrowed by two threads at once ("Already borrowed"). One lock covers loading and counting; both are quick.
+# Gunicorn's threads admit requests concurrently, and a tokenizer's Rust state must not be borrowed by two threads at
+# once ("Already borrowed"). One lock covers loading and counting; both are quick.
 _tokenizer_lock = threading.Lock()
 
 
 @lru_cache(maxsize=8)
 def _tokenizer(path: str):
-    from transformers import AutoTokenizer
+    """The model's fast tokenizer from its ``tokenizer.json``, through ``tokenizers`` alone: the web never imports
+    transformers or torch (they would add hundreds of MB to every gunicorn worker)."""
+    from tokenizers import Tokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return Tokenizer.from_file(path)
 
 
 def _token_counts(model: Model, texts: list[str]) -> list[int] | None:
     """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models)."""
-    if not model.path or not Path(model.path, "tokenizer_config.json").exists():
+    path = Path(model.path, "tokenizer.json") if model.path else None
+    if path is None or not path.exists():
         return None
     with _tokenizer_lock:
-        tok = _tokenizer(model.path)
-        ids = tok(texts, add_special_tokens=False)["input_ids"]
-    return [len(x) for x in ids]
+        encodings = _tokenizer(str(path)).encode_batch(texts, add_special_tokens=False)
+    return [len(e.ids) for e in encodings]
 
 
 def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
@@ -130,14 +130,12 @@ def check_text_train(s: Session, user: User, p: TextTrainParams) -> dict:
         raise field_error("dataset_id", "the dataset has no training text (a .jsonl needs a `text` field)")
     if p.validation_dataset_id:
         _dataset(s, user, p.validation_dataset_id, "text", "validation_dataset_id")
-    if p.base_model == "scratch":
-        ctx = SCRATCH_CONTEXT.get(p.size or "", 0) or 1024
-        base_id = None
-    else:
+    base_id = None
+    if p.base_model != "scratch":  # a scratch model is built with a context of at least block_size
         base = _model(s, user, p.base_model, ModelKind.CAUSAL_LM, "base_model")
         ctx, base_id = context_length(base), base.id
-    if p.block_size > ctx:
-        raise field_error("block_size", f"{p.block_size} is above the model's context of {ctx} tokens")
+        if p.block_size > ctx:
+            raise field_error("block_size", f"{p.block_size} is above the model's context of {ctx} tokens")
     if ds.stats.get("approx_tokens", 0) < p.block_size + 1 and ds.stats.get("chars", 0) < p.block_size + 1:
         raise field_error("dataset_id", f"the dataset is smaller than one block of {p.block_size} tokens")
     _name_free(s, p.name)
@@ -151,7 +149,7 @@ def _name_free(s: Session, name: str | None) -> None:
 
 def check_gan_train(s: Session, user: User, p: GanTrainParams) -> dict:
     ds_id = None
-    if p.dataset not in BUILTIN_IMAGE_DATASETS:
+    if p.dataset not in BUILTIN_SOURCES:
         ds_id = _dataset(s, user, p.dataset, "images", "dataset").id
     _name_free(s, p.name)
     return {"dataset_id": ds_id, "total": p.max_steps or 0}

@@ -73,7 +73,7 @@ def _validate(path: Path, kind: str, fmt: str) -> dict:
             return text_stats(path.read_bytes(), fmt)
         except TextDataError as exc:
             raise Invalid(str(exc), code="invalid_dataset") from exc
-    from worker.ml.gan.data import ImageDatasetError, inspect_image_dataset
+    from shared.imagedata import ImageDatasetError, inspect_image_dataset
 
     try:
         return inspect_image_dataset(path)

@@ -13,17 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from shared.weights import UnsafeWeightsError, context_length_of, pickle_files
 from worker.ml.common import Device
+
+__all__ = [
+    "LoadedLM",
+    "UnsafeWeightsError",
+    "check_safe_weights",
+    "context_length_of",
+    "count_tokens",
+    "load_causal_lm",
+]
 
 logger = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-class UnsafeWeightsError(ValueError):
-    """The model directory only holds pickle weights (``pytorch_model.bin``, ``*.pt``...), which we never load."""
 
 
 @dataclass
@@ -37,21 +42,12 @@ class LoadedLM:
     device: Device
 
 
-def context_length_of(config: PretrainedConfig) -> int:
-    """The context length a model config declares (``n_positions``, ``max_position_embeddings`` or ``n_ctx``)."""
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(f"{config.__class__.__name__} declares no context length")
-
-
 def check_safe_weights(directory: Path) -> None:
     """Raise :class:`UnsafeWeightsError` when ``directory`` has pickle weights and no ``*.safetensors``."""
     names = [p.name for p in directory.iterdir() if p.is_file()]
     if any(n.endswith(".safetensors") for n in names):
         return
-    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    pickles = pickle_files(directory)
     if pickles:
         raise UnsafeWeightsError(
             f"{directory} holds only pickle weights ({', '.join(pickles)}); genqueue loads safetensors only. "

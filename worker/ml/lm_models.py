@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from shared.weights import context_length_of
 from worker.ml.tokenizer import train_bpe_tokenizer
 
 if TYPE_CHECKING:
@@ -72,16 +73,7 @@ def preset_config(
 
 def context_length(base_model_dir: str | Path) -> int:
     """The longest sequence (in tokens) the model at ``base_model_dir`` (a local HF dir or a cached hub id) takes."""
-    return config_context(AutoConfig.from_pretrained(str(base_model_dir)))
-
-
-def config_context(config: PretrainedConfig) -> int:
-    """The context length a model config declares."""
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(f"{config.__class__.__name__} declares no context length")
+    return context_length_of(AutoConfig.from_pretrained(str(base_model_dir)))
 
 
 def check_block_size(block_size: int, context: int, model: str) -> None:

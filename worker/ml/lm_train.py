@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.weights import context_length_of
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from worker.ml.common import Device, Report, Stopped
 from worker.ml.lm_data import BatchOrder, DatasetTooSmall, LMData, build_data
@@ -27,7 +28,6 @@ from worker.ml.lm_models import (
     PRESETS,
     SCRATCH,
     check_block_size,
-    config_context,
     count_params,
     model_and_tokenizer,
     save_final,
@@ -129,7 +129,7 @@ def train_lm(
     work_dir = Path(work_dir)
     _seed_everything(cfg.seed)
     model, tokenizer = model_and_tokenizer(cfg, train_texts, work_dir / "tokenizer", log)
-    check_block_size(cfg.block_size, config_context(model.config), cfg.base_model)
+    check_block_size(cfg.block_size, context_length_of(model.config), cfg.base_model)
     data = build_data(tokenizer, train_texts, val_texts, cfg.block_size, cfg.validation_fraction, cfg.seed, log)
     run = _Run(cfg, model, data, device, work_dir / "checkpoints", log)
     found = latest_checkpoint(run.ckpt_root)

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from shared.weights import UnsafeWeightsError, pickle_files
+
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("dcgan", "mlp")
@@ -28,12 +30,6 @@ IMAGE_SIZES = (28, 32, 64)
 WEIGHTS_FILE = "generator.safetensors"
 SPEC_FILE = "generator.json"
 SPEC_FORMAT = "genqueue-gan-generator/1"
-# Files a pickle-based checkpoint would use; loading them could run arbitrary code, so we refuse them.
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-
-
-class UnsafeWeightsError(ValueError):
-    """A generator directory offers weights only in a pickle format, which genqueue never loads."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +228,7 @@ def load_generator(gen_dir: Path, device: torch.device | str = "cpu") -> tuple[n
     gen_dir = Path(gen_dir)
     weights = gen_dir / WEIGHTS_FILE
     if not weights.is_file():
-        pickles = sorted(p.name for p in gen_dir.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+        pickles = pickle_files(gen_dir)
         if pickles:
             raise UnsafeWeightsError(
                 f"{gen_dir} holds pickle weights ({', '.join(pickles)}) and no {WEIGHTS_FILE}: genqueue loads "

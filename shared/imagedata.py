@@ -1,4 +1,8 @@
-"""Reading an uploaded zip of images safely: in memory, capped, and refusing anything that could escape.
+"""Uploaded image datasets, read safely with Pillow and numpy alone (no torch): the web inspects uploads with this,
+the GAN training reads them with it (``worker/ml/gan/data.py`` turns the pixels into tensors).
+
+Two formats: an MNIST IDX images file (optionally gzipped), whose header (magic, type, dimensions) and exact length
+are validated by hand, and a zip of PNG/JPEG images.
 
 A zip is read member by member **in memory** (nothing is extracted to disk) and rejected with
 :class:`ImageDatasetError` when a member name is absolute or climbs out (``..``), a member is a symlink, there are
@@ -12,6 +16,7 @@ no image at all is an error. Caps are the module constants, overridable per call
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import stat
@@ -21,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 MAX_MEMBERS = 70_000  # zip entries (and IDX images): MNIST's 60,000 fit
 MAX_UNCOMPRESSED_BYTES = 1 << 30  # 1 GiB inflated in all, counted as read
 MAX_IMAGE_PIXELS = 2048 * 2048  # per image, checked before decoding
 IMAGE_FORMATS = ("PNG", "JPEG")
+BUILTIN_SOURCES = ("digits", "mnist")
+_IDX_MAGIC_UBYTE = 0x08
 _CHUNK = 1 << 20
 
 
@@ -126,3 +134,111 @@ def _visit_members(
     if not count:
         raise ImageDatasetError(f"the zip holds no PNG or JPEG image ({skipped} other members)")
     return count, skipped
+
+
+def inspect_image_dataset(path: str | Path, limits: Limits = Limits()) -> dict:
+    """Validate an uploaded file without training: ``{"format", "count", "sizes", "channels", "skipped"}``.
+
+    ``sizes`` lists the distinct ``[width, height]`` seen (at most 20); ``channels`` is 3 if any image has colour.
+    Raises :class:`ImageDatasetError` for everything :func:`load_images` would reject.
+    """
+    path = existing_file(path)
+    kind = sniff(path)
+    if kind != "zip":
+        images = read_idx(path, kind, limits)  # (N, rows, cols)
+        return {
+            "format": kind,
+            "count": len(images),
+            "sizes": [[images.shape[2], images.shape[1]]],
+            "channels": 1,
+            "skipped": 0,
+        }
+    sizes: set[tuple[int, int]] = set()
+    colour = [False]
+
+    def visit(name: str, img: Image.Image) -> None:
+        sizes.add(img.size)
+        colour[0] |= img.mode not in ("1", "L", "LA", "I", "I;16", "F")
+
+    count, skipped = scan_zip(path, limits, visit)
+    return {
+        "format": "zip",
+        "count": count,
+        "sizes": [list(s) for s in sorted(sizes)[:20]],
+        "channels": 3 if colour[0] else 1,
+        "skipped": skipped,
+    }
+
+
+def existing_file(source: str | Path) -> Path:
+    path = Path(source)
+    if not path.is_file():
+        raise ImageDatasetError(f"unknown image source {str(source)!r}: use one of {BUILTIN_SOURCES} or a file")
+    return path
+
+
+def sniff(path: Path) -> str:
+    """The upload's kind from its first bytes: "zip", "idx" or "idx.gz"; anything else is rejected."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"PK":
+        return "zip"
+    if head[:2] == b"\x1f\x8b":
+        return "idx.gz"
+    if len(head) == 4 and head[:2] == b"\0\0" and head[2] == _IDX_MAGIC_UBYTE:
+        return "idx"
+    raise ImageDatasetError(f"{path.name} is neither a zip of PNG/JPEG images nor an MNIST IDX images file")
+
+
+def read_idx(path: Path, kind: str, limits: Limits) -> np.ndarray:
+    """An IDX images file (optionally gzipped) as ``(N, rows, cols)`` uint8, with its header validated."""
+    if kind == "idx":
+        if path.stat().st_size > limits.max_bytes:
+            raise ImageDatasetError(f"{path.name} is larger than the {limits.max_bytes:,}-byte cap")
+        data = bytearray(path.stat().st_size)  # writable: torch wraps the pixels without a copy
+        with open(path, "rb") as fh:
+            fh.readinto(data)
+    else:
+        try:
+            with gzip.open(path, "rb") as fh:
+                data = read_capped(fh, limits.max_bytes, path.name)
+        except (OSError, EOFError) as exc:
+            raise ImageDatasetError(f"{path.name} is not a readable gzip file: {exc}") from exc
+    return parse_idx(data, path.name, limits)
+
+
+def parse_idx(data: bytearray, name: str, limits: Limits) -> np.ndarray:
+    """Check magic ``00 00 08 03``, dimensions and exact length; the pixels as ``(N, rows, cols)`` uint8."""
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != _IDX_MAGIC_UBYTE:
+        raise ImageDatasetError(f"{name} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    if ndim != 3:
+        what = "a labels file" if ndim == 1 else f"{ndim}-dimensional"
+        raise ImageDatasetError(f"{name} is {what}; expected an IDX images file (3 dimensions: count, rows, cols)")
+    if len(data) < 16:
+        raise ImageDatasetError(f"{name} is truncated: its IDX header is incomplete")
+    count, rows, cols = (int(v) for v in np.frombuffer(data, dtype=">u4", count=3, offset=4))
+    if not count or not rows or not cols:
+        raise ImageDatasetError(f"{name} declares an empty dataset ({count}×{rows}×{cols})")
+    if count > limits.max_members or rows * cols > limits.max_pixels:
+        raise ImageDatasetError(
+            f"{name} declares {count:,} images of {rows}×{cols}: over the caps "
+            f"({limits.max_members:,} images, {limits.max_pixels:,} pixels each)"
+        )
+    if len(data) != 16 + count * rows * cols:
+        raise ImageDatasetError(
+            f"{name} has {len(data) - 16:,} bytes of pixels; its header declares "
+            f"{count * rows * cols:,} ({count}×{rows}×{cols})"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+
+
+def fit_image(img: Image.Image, image_size: int, channels: int) -> np.ndarray:
+    """Centre-crop to a square, resize to ``image_size`` and convert: ``(S, S)`` or ``(S, S, 3)`` uint8."""
+    img = img.convert("L" if channels == 1 else "RGB")
+    width, height = img.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    if side != image_size or width != height:
+        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    return np.asarray(img, dtype=np.uint8)
