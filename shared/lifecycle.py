@@ -34,8 +34,9 @@ class JobFinished(Exception):
 
 def status_event(job: Job, message: str, **data: Any) -> JobEvent:
     """The timeline entry of a transition: ``data.status`` is the job's status after it."""
-    return JobEvent(job_id=job.id, attempt=job.attempt, type="status", message=message,
-                    data={"status": str(job.status), **data})
+    return JobEvent(
+        job_id=job.id, attempt=job.attempt, type="status", message=message, data={"status": str(job.status), **data}
+    )
 
 
 def queued_event(job: Job) -> JobEvent:
@@ -106,11 +107,16 @@ def requeue_or_end(s: Session, job: Job, code: str, message: str, *, count_attem
     if job.cancel_requested or job.status == JobStatus.CANCELLING:
         finish(s, job, JobStatus.CANCELLED)
     elif past_timeout(job):
-        finish(s, job, JobStatus.FAILED, error={"code": "timeout", "message": f"ran past {job.timeout_seconds}s "
-                                                                               f"({code}: {message})"})
+        finish(
+            s,
+            job,
+            JobStatus.FAILED,
+            error={"code": "timeout", "message": f"ran past {job.timeout_seconds}s ({code}: {message})"},
+        )
     elif count_attempt and job.attempt >= job.max_attempts:
-        finish(s, job, JobStatus.FAILED,
-               error={"code": code, "message": f"{message} (attempts exhausted: {job.attempt})"})
+        finish(
+            s, job, JobStatus.FAILED, error={"code": code, "message": f"{message} (attempts exhausted: {job.attempt})"}
+        )
     else:
         delay = backoff_seconds(job.attempt) if count_attempt else 0.0
         if not count_attempt:
@@ -118,8 +124,11 @@ def requeue_or_end(s: Session, job: Job, code: str, message: str, *, count_attem
         job.status, job.attempt, job.lease_expires_at, job.enqueued_at = JobStatus.QUEUED, job.attempt + 1, None, None
         job.not_before = utcnow() + timedelta(seconds=delay)
         job.updated_at = func.now()
-        s.add(status_event(job, f"queued again (attempt {job.attempt}): {code}: {message}", reason=code,
-                           delay_s=round(delay, 2)))
+        s.add(
+            status_event(
+                job, f"queued again (attempt {job.attempt}): {code}: {message}", reason=code, delay_s=round(delay, 2)
+            )
+        )
     return JobStatus(job.status)
 
 

@@ -26,15 +26,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENQUEUE_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path("./var"), description="embedded servers, artifact store, generated secret, admin token")
-    database_url: str | None = Field(None, validation_alias="DATABASE_URL",
-                                     description="SQLAlchemy URL; unset: embedded PostgreSQL under the data dir")
-    redis_url: str | None = Field(None, validation_alias="REDIS_URL",
-                                  description="Celery broker; unset: embedded Redis under the data dir")
+    database_url: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL; unset: embedded PostgreSQL under the data dir",
+    )
+    redis_url: str | None = Field(
+        None, validation_alias="REDIS_URL", description="Celery broker; unset: embedded Redis under the data dir"
+    )
     host: str = Field("127.0.0.1", description="web bind address")
     port: int = Field(5000, description="web port")
     secret_key: str | None = Field(None, description="Flask session secret; unset: generated into the data dir")
-    api_url: str | None = Field(None, validation_alias="GENQUEUE_URL",
-                                description="where the CLI's client commands send requests")
+    api_url: str | None = Field(
+        None, validation_alias="GENQUEUE_URL", description="where the CLI's client commands send requests"
+    )
     token: str | None = Field(None, description="the CLI's API token; unset: the admin token in the data dir")
     log_level: str = Field("WARNING", description="log level of the CLI and the processes it starts")
     max_body_bytes: int = Field(64 * MiB, description="JSON request body cap (413 above)")
@@ -51,7 +56,8 @@ class Settings(BaseSettings):
     rescue_interval_seconds: int = Field(15, description="how often the rescuer and reconciler run (at most 5 s)")
     visibility_timeout: int = Field(12 * 3600, ge=1, description="seconds before Redis redelivers an unacked message")
     worker_queues: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("gpu", "cpu"), description="queues a worker consumes, comma-separated (ML jobs go to `gpu`)")
+        ("gpu", "cpu"), description="queues a worker consumes, comma-separated (ML jobs go to `gpu`)"
+    )
     worker_concurrency: int = Field(1, description="pool processes per worker")
     model_cache_size: int = Field(2, ge=1, description="loaded models a worker process keeps in memory")
     device: str | None = Field(None, description="`cpu`, `cuda` or `cuda:N`; unset: CUDA if present, else CPU")

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from shared.defaults import GAN_TRAIN, TEXT_TRAIN
+
 MAX_NEW_TOKENS = 4096
 MAX_IMAGE_COUNT = 1024
 
@@ -72,27 +74,29 @@ class TextTrainParams(CommonParams):
     n_layer: int | None = Field(None, ge=1, le=48)
     n_head: int | None = Field(None, ge=1, le=64)
     n_embd: int | None = Field(None, ge=8, le=4096)
-    vocab_size: int = Field(4096, ge=256, le=65536, description="Tokenizer vocabulary for scratch models.")
+    vocab_size: int = Field(
+        TEXT_TRAIN.vocab_size, ge=256, le=65536, description="Tokenizer vocabulary for scratch models."
+    )
     dataset_id: str = Field(min_length=1)
     validation_dataset_id: str | None = None
-    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    block_size: int = Field(128, ge=8, le=4096)
-    batch_size: int = Field(16, ge=1, le=1024)
-    grad_accum_steps: int = Field(1, ge=1, le=1024)
-    learning_rate: float = Field(3e-4, gt=0.0, le=1.0)
-    warmup_steps: int = Field(20, ge=0, le=1_000_000)
+    validation_fraction: float = Field(TEXT_TRAIN.validation_fraction, gt=0.0, lt=0.5)
+    block_size: int = Field(TEXT_TRAIN.block_size, ge=8, le=4096)
+    batch_size: int = Field(TEXT_TRAIN.batch_size, ge=1, le=1024)
+    grad_accum_steps: int = Field(TEXT_TRAIN.grad_accum_steps, ge=1, le=1024)
+    learning_rate: float = Field(TEXT_TRAIN.learning_rate, gt=0.0, le=1.0)
+    warmup_steps: int = Field(TEXT_TRAIN.warmup_steps, ge=0, le=1_000_000)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
     epochs: float | None = Field(None, gt=0.0, le=10_000)
-    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
-    eval_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    weight_decay: float = Field(TEXT_TRAIN.weight_decay, ge=0.0, le=1.0)
+    eval_every: int = Field(TEXT_TRAIN.eval_every, ge=1)
+    checkpoint_every: int = Field(TEXT_TRAIN.checkpoint_every, ge=1)
+    seed: int = Field(TEXT_TRAIN.seed, ge=0, le=2**31 - 1)
     name: Name | None = Field(None, description="Registry name for the trained model (unique).")
 
     @model_validator(mode="after")
     def _shape(self) -> TextTrainParams:
         if self.max_steps is None and self.epochs is None:
-            self.max_steps = 200
+            self.max_steps = TEXT_TRAIN.max_steps
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("give `max_steps` or `epochs`, not both")
         explicit = [self.n_layer, self.n_head, self.n_embd]
@@ -103,33 +107,33 @@ class TextTrainParams(CommonParams):
         if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
             raise ValueError("`n_embd` must be divisible by `n_head`")
         if self.base_model == "scratch" and self.size is None and self.n_layer is None:
-            self.size = "tiny"
+            self.size = TEXT_TRAIN.size
         return self
 
 
 class GanTrainParams(CommonParams):
     """Train a DCGAN or the fully connected GAN on image data."""
 
-    architecture: Literal["dcgan", "mlp"] = "dcgan"
+    architecture: Literal["dcgan", "mlp"] = GAN_TRAIN.architecture
     dataset: Ref = Field("digits", description='"digits" (built in), "mnist" (online), or an image dataset id.')
-    image_size: Literal[28, 32, 64] = 28
-    channels: Literal[1, 3] = 1
-    latent_dim: int = Field(100, ge=2, le=1024)
-    batch_size: int = Field(64, ge=2, le=4096)
-    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
-    beta1: float = Field(0.5, ge=0.0, lt=1.0)
-    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    image_size: Literal[28, 32, 64] = GAN_TRAIN.image_size
+    channels: Literal[1, 3] = GAN_TRAIN.channels
+    latent_dim: int = Field(GAN_TRAIN.latent_dim, ge=2, le=1024)
+    batch_size: int = Field(GAN_TRAIN.batch_size, ge=2, le=4096)
+    learning_rate: float = Field(GAN_TRAIN.learning_rate, gt=0.0, le=1.0)
+    beta1: float = Field(GAN_TRAIN.beta1, ge=0.0, lt=1.0)
+    beta2: float = Field(GAN_TRAIN.beta2, ge=0.0, lt=1.0)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
     epochs: float | None = Field(None, gt=0.0, le=10_000)
-    sample_every: int = Field(50, ge=1)
-    checkpoint_every: int = Field(200, ge=1)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    sample_every: int = Field(GAN_TRAIN.sample_every, ge=1)
+    checkpoint_every: int = Field(GAN_TRAIN.checkpoint_every, ge=1)
+    seed: int = Field(GAN_TRAIN.seed, ge=0, le=2**31 - 1)
     name: Name | None = None
 
     @model_validator(mode="after")
     def _steps(self) -> GanTrainParams:
         if self.max_steps is None and self.epochs is None:
-            self.max_steps = 500
+            self.max_steps = GAN_TRAIN.max_steps
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("give `max_steps` or `epochs`, not both")
         return self

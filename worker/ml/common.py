@@ -9,8 +9,9 @@ that propagate after saving what it has.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -41,6 +42,19 @@ class Report(Protocol):
 
 def no_report(step: int, total: int, **metrics: float) -> None:
     """A report callback that does nothing (tests, benchmarks)."""
+
+
+C = TypeVar("C")
+
+
+def config_from_params(config_cls: type[C], params: Mapping[str, Any], **overrides: Any) -> C:
+    """A job's ML config: every field of ``config_cls`` that its validated ``params`` set, then ``overrides``.
+
+    Params and configs share their defaults (``shared/defaults.py``); fields the API does not expose (dropout,
+    gradient clipping, …) keep the config's own.
+    """
+    names = {f.name for f in fields(config_cls)}
+    return config_cls(**{**{k: v for k, v in params.items() if k in names}, **overrides})
 
 
 @dataclass(frozen=True)

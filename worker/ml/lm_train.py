@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.defaults import TEXT_TRAIN
 from shared.weights import context_length_of
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from worker.ml.common import Device, Report, Stopped
@@ -52,28 +53,32 @@ class LMTrainConfig:
     """Parameters of a ``text.train`` job; ``metadata["help"]`` documents each field."""
 
     base_model: str = _f(SCRATCH, '"scratch", a local Hugging Face model directory, or a hub id')
-    size: str = _f("tiny", f"scratch only: preset {sorted(PRESETS)}")
+    size: str = _f(TEXT_TRAIN.size, f"scratch only: preset {sorted(PRESETS)}")
     n_layer: int | None = _f(None, "scratch only: layers (overrides the preset)")
     n_head: int | None = _f(None, "scratch only: attention heads (overrides the preset)")
     n_embd: int | None = _f(None, "scratch only: embedding width (overrides the preset)")
-    vocab_size: int = _f(4096, "scratch only: vocabulary of the byte-level BPE trained on the texts")
+    vocab_size: int = _f(TEXT_TRAIN.vocab_size, "scratch only: vocabulary of the byte-level BPE trained on the texts")
     dropout: float = _f(0.0, "scratch only: dropout (a fine-tuned model keeps its own)")
-    block_size: int = _f(128, "tokens per training sequence; at most the model's context")
-    batch_size: int = _f(16, "sequences per micro-batch")
-    grad_accum_steps: int = _f(1, "micro-batches per optimizer step")
-    learning_rate: float = _f(6e-4, "peak learning rate (after warm-up)")
+    block_size: int = _f(TEXT_TRAIN.block_size, "tokens per training sequence; at most the model's context")
+    batch_size: int = _f(TEXT_TRAIN.batch_size, "sequences per micro-batch")
+    grad_accum_steps: int = _f(TEXT_TRAIN.grad_accum_steps, "micro-batches per optimizer step")
+    learning_rate: float = _f(TEXT_TRAIN.learning_rate, "peak learning rate (after warm-up)")
     min_lr_ratio: float = _f(0.1, "the cosine decays to learning_rate * min_lr_ratio at the last step")
-    warmup_steps: int = _f(20, "optimizer steps of linear warm-up")
+    warmup_steps: int = _f(TEXT_TRAIN.warmup_steps, "optimizer steps of linear warm-up")
     max_steps: int | None = _f(None, "optimizer steps to train (give this or epochs; neither means 1 epoch)")
     epochs: float | None = _f(None, "passes over the training blocks, converted to optimizer steps")
-    weight_decay: float = _f(0.1, "AdamW weight decay, applied to matrices (2-D parameters) only")
+    weight_decay: float = _f(TEXT_TRAIN.weight_decay, "AdamW weight decay, applied to matrices (2-D parameters) only")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
-    eval_every: int = _f(100, "evaluate on the validation blocks every this many steps (and at the end)")
+    eval_every: int = _f(
+        TEXT_TRAIN.eval_every, "evaluate on the validation blocks every this many steps (and at the end)"
+    )
     eval_batches: int = _f(20, "at most this many validation batches per evaluation")
-    checkpoint_every: int = _f(200, "save a checkpoint every this many steps (and at the end)")
+    checkpoint_every: int = _f(TEXT_TRAIN.checkpoint_every, "save a checkpoint every this many steps (and at the end)")
     keep_checkpoints: int = _f(3, "checkpoints kept; older ones are pruned")
-    seed: int = _f(0, "seeds initialisation, the validation split, batch order and dropout")
-    validation_fraction: float = _f(0.05, "fraction of blocks held out when no validation texts are given")
+    seed: int = _f(TEXT_TRAIN.seed, "seeds initialisation, the validation split, batch order and dropout")
+    validation_fraction: float = _f(
+        TEXT_TRAIN.validation_fraction, "fraction of blocks held out when no validation texts are given"
+    )
     compile: bool = _f(False, "torch.compile the model's forward (faster on GPU after a slow first step)")
 
     def __post_init__(self) -> None:

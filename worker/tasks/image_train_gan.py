@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from shared.imagedata import BUILTIN_SOURCES
 from shared.models import ModelKind
 from shared.schemas.params import GanTrainParams
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import gan_device
+from worker.ml.common import config_from_params
 from worker.ml.gan import GanTrainConfig, ImageDatasetError, load_images, train_gan
 from worker.runtime import KindPolicy
 from worker.tasks.common import load_dataset_row, register_model, run_task, unique_model_name
@@ -20,7 +22,7 @@ POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
 
 def _images(ctx: JobContext, p: GanTrainParams):
     source = p.dataset
-    if p.dataset not in ("digits", "mnist"):
+    if p.dataset not in BUILTIN_SOURCES:
         _, path = load_dataset_row(ctx, p.dataset)
         source = str(path)
     try:
@@ -35,12 +37,7 @@ def handle(ctx: JobContext) -> dict:
     device = gan_device()
     ctx.log(f"{p.architecture} on {len(images)} images of {p.channels}×{p.image_size}² ({p.dataset}), "
             f"device {device.name}{' bf16' if device.autocast_dtype is not None else ''}")  # fmt: skip
-    cfg = GanTrainConfig(
-        architecture=p.architecture, image_size=p.image_size, channels=p.channels, latent_dim=p.latent_dim,
-        batch_size=p.batch_size, learning_rate=p.learning_rate, beta1=p.beta1, beta2=p.beta2,
-        max_steps=p.max_steps, epochs=p.epochs, sample_every=p.sample_every, checkpoint_every=p.checkpoint_every,
-        seed=p.seed,
-    )  # fmt: skip
+    cfg = config_from_params(GanTrainConfig, p.model_dump())
 
     def on_sample(step: int, png: bytes) -> None:
         ctx.add_artifact(f"samples-step{step:07d}.png", png, role="sample", step=step, content_type="image/png")
@@ -48,7 +45,7 @@ def handle(ctx: JobContext) -> dict:
     result = train_gan(cfg, images, ctx.work_dir / "gan", device, report=ctx.report, on_sample=on_sample,
                        log=ctx.log)  # fmt: skip
     name = unique_model_name(p.name, f"{p.architecture}-{ctx.job_id[-8:]}")
-    dataset_id = None if p.dataset in ("digits", "mnist") else p.dataset
+    dataset_id = None if p.dataset in BUILTIN_SOURCES else p.dataset
     model_id = register_model(
         ctx, name=name, kind=ModelKind.GAN_GENERATOR, path=result.generator_dir, dataset_id=dataset_id,
         base=p.dataset, metrics=result.metrics, config=cfg.spec().__dict__ | {"dataset": p.dataset},

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from shared.defaults import TEXT_TRAIN
 from shared.models import ModelKind
 from shared.schemas.params import TextTrainParams
 from shared.textdata import TextDataError, read_documents
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
+from worker.ml.common import config_from_params
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
 from worker.ml.lm_train import LMTrainConfig, train_lm
@@ -39,16 +41,6 @@ def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
     return docs
 
 
-def config_from(p: TextTrainParams, base: str) -> LMTrainConfig:
-    return LMTrainConfig(
-        base_model=base, size=p.size or "tiny", n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd,
-        vocab_size=p.vocab_size, block_size=p.block_size, batch_size=p.batch_size,
-        grad_accum_steps=p.grad_accum_steps, learning_rate=p.learning_rate, warmup_steps=p.warmup_steps,
-        max_steps=p.max_steps, epochs=p.epochs, weight_decay=p.weight_decay, eval_every=p.eval_every,
-        checkpoint_every=p.checkpoint_every, seed=p.seed, validation_fraction=p.validation_fraction,
-    )  # fmt: skip
-
-
 def handle(ctx: JobContext) -> dict:
     p = TextTrainParams.model_validate(ctx.params)
     base_name = base = "scratch"
@@ -59,7 +51,7 @@ def handle(ctx: JobContext) -> dict:
     val = _texts(ctx, p.validation_dataset_id) if p.validation_dataset_id else None
     ctx.log(f"training {base_name} on {len(train)} documents" + (f", {len(val)} for validation" if val else ""))
     try:
-        cfg = config_from(p, base)
+        cfg = config_from_params(LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size)
         result = train_lm(cfg, train, val, ctx.work_dir / "lm", current_device(), report=ctx.report, log=ctx.log)
     except (DatasetTooSmall, BlockSizeTooLarge) as exc:
         raise UserError("invalid_params", str(exc)) from exc

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared.defaults import GAN_TRAIN
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from worker.ml.common import Device, Report, Stopped
 from worker.ml.gan.fid import FrechetScorer
@@ -49,25 +50,27 @@ def _f(default, text: str):
 class GanTrainConfig:
     """Parameters of an ``image.train_gan`` job; ``metadata["help"]`` documents each field."""
 
-    architecture: str = _f("dcgan", f"network family, one of {ARCHITECTURES}")
-    image_size: int = _f(28, f"square image side, one of {IMAGE_SIZES}")
-    channels: int = _f(1, "1 (grayscale) or 3 (RGB)")
-    latent_dim: int = _f(100, "length of the generator's noise vector z")
+    architecture: str = _f(GAN_TRAIN.architecture, f"network family, one of {ARCHITECTURES}")
+    image_size: int = _f(GAN_TRAIN.image_size, f"square image side, one of {IMAGE_SIZES}")
+    channels: int = _f(GAN_TRAIN.channels, "1 (grayscale) or 3 (RGB)")
+    latent_dim: int = _f(GAN_TRAIN.latent_dim, "length of the generator's noise vector z")
     features: int = _f(64, "DCGAN base width (ngf = ndf); ignored by the MLP GAN")
-    batch_size: int = _f(64, "real (and fake) images per step")
-    learning_rate: float = _f(2e-4, "Adam learning rate of both networks")
-    beta1: float = _f(0.5, "Adam beta1 (0.5 as in the DCGAN paper)")
-    beta2: float = _f(0.999, "Adam beta2")
+    batch_size: int = _f(GAN_TRAIN.batch_size, "real (and fake) images per step")
+    learning_rate: float = _f(GAN_TRAIN.learning_rate, "Adam learning rate of both networks")
+    beta1: float = _f(GAN_TRAIN.beta1, "Adam beta1 (0.5 as in the DCGAN paper)")
+    beta2: float = _f(GAN_TRAIN.beta2, "Adam beta2")
     max_steps: int | None = _f(None, "training steps (give this or epochs; neither means 1 epoch)")
     epochs: float | None = _f(None, "passes over the images, converted to steps")
-    sample_every: int = _f(50, "emit a PNG grid of the fixed noise every this many steps (and at the end)")
+    sample_every: int = _f(
+        GAN_TRAIN.sample_every, "emit a PNG grid of the fixed noise every this many steps (and at the end)"
+    )
     fid_every: int = _f(
         2, "compute the Fréchet distance `fd` every this many samples (and at step 0 and the end); 0 disables it"
     )
     fid_samples: int = _f(500, "generated images per Fréchet distance")
-    checkpoint_every: int = _f(200, "save a checkpoint every this many steps (and at the end)")
+    checkpoint_every: int = _f(GAN_TRAIN.checkpoint_every, "save a checkpoint every this many steps (and at the end)")
     keep_checkpoints: int = _f(3, "checkpoints kept; older ones are pruned")
-    seed: int = _f(0, "seeds initialisation, batch order, noise and the fixed sample noise")
+    seed: int = _f(GAN_TRAIN.seed, "seeds initialisation, batch order, noise and the fixed sample noise")
     sample_grid: int = _f(64, "images in each sample grid (8 per row)")
 
     def __post_init__(self) -> None:

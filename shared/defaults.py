@@ -1,0 +1,48 @@
+"""The default of every training param, declared once: the API schemas (``shared/schemas/params.py``) and the ML
+configs (``worker/ml``) both take their defaults from here, and a job's ML config is built from its validated params.
+
+Plain Python with no imports, so that the ML code (which runs on GPU hosts without the web's packages) can use it.
+The values are genqueue's recipe for small and medium models on one device; each is documented in the OpenAPI
+document through the schema field that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TextTrainDefaults:
+    size: str = "tiny"  # scratch preset
+    vocab_size: int = 4096  # the byte-level BPE trained on the dataset (scratch)
+    validation_fraction: float = 0.1  # of the blocks, when no validation dataset is given
+    block_size: int = 128
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    learning_rate: float = 3e-4  # peak, after warm-up; cosine decay to 10 % of it
+    warmup_steps: int = 20
+    max_steps: int = 200  # when neither max_steps nor epochs is given
+    weight_decay: float = 0.1
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GanTrainDefaults:
+    architecture: str = "dcgan"
+    image_size: int = 28
+    channels: int = 1
+    latent_dim: int = 100
+    batch_size: int = 64
+    learning_rate: float = 2e-4  # Adam, both networks (the DCGAN paper's)
+    beta1: float = 0.5
+    beta2: float = 0.999
+    max_steps: int = 500  # when neither max_steps nor epochs is given
+    sample_every: int = 50
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+TEXT_TRAIN = TextTrainDefaults()
+GAN_TRAIN = GanTrainDefaults()
