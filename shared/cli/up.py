@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.cli.lifeline import Lifeline
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -36,27 +37,56 @@ def web_command(host: str, port: int, workers: int = 2) -> list[str]:
 
 
 class Supervisor:
-    """Keeps child processes alive: a child that dies is restarted (as docker-compose's restart policy does)."""
+    """Keeps child processes alive: a child that dies is restarted (as docker-compose's restart policy does).
 
-    def __init__(self, env: dict[str, str], log_dir: Path | None = None):
+    A child that keeps dying is restarted with exponential backoff (1 s, 2 s, 4 s … at most ``MAX_BACKOFF``), reset
+    once it has run ``STABLE_SECONDS``. With a :class:`~shared.cli.lifeline.Lifeline`, every child started is
+    registered with it, so the children end with the supervisor even if it is killed outright.
+    """
+
+    MAX_BACKOFF = 30.0
+    STABLE_SECONDS = 60.0
+
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None, lifeline: Lifeline | None = None):
         self.env, self.children, self.stopping, self.log_dir = env, {}, False, log_dir
-        self.restarts = 0
+        self.lifeline, self.restarts = lifeline, 0
+        self._started: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
 
     def start(self, name: str, cmd: list[str]) -> None:
-        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # else: this process's output
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - else: our output
         try:
-            proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=out,
-                                    stderr=subprocess.STDOUT if out else None)  # fmt: skip
+            stderr = subprocess.STDOUT if out else None
+            proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=out, stderr=stderr)
         finally:
             if out:
                 out.close()
         self.children[name] = (cmd, proc)
+        self._started[name] = time.monotonic()
+        if self.lifeline is not None:
+            self.lifeline.child(name, proc.pid)
+
+    def backoff(self, name: str) -> float:
+        """Seconds before restarting ``name`` after its latest exit."""
+        return min(self.MAX_BACKOFF, 2.0 ** (self._failures.get(name, 1) - 1))
 
     def watch_once(self) -> None:
+        """Restart the children that exited, each once its backoff has passed (never blocks)."""
+        now = time.monotonic()
         for name, (cmd, proc) in list(self.children.items()):
-            if proc.poll() is not None and not self.stopping:
-                print(f"genqueue: {name} exited with {proc.returncode}; restarting", flush=True)
-                time.sleep(1)
+            if proc.poll() is None or self.stopping:
+                continue
+            if name not in self._restart_at:
+                ran = now - self._started.get(name, now)
+                self._failures[name] = 1 if ran >= self.STABLE_SECONDS else self._failures.get(name, 0) + 1
+                self._restart_at[name] = now + self.backoff(name)
+                print(
+                    f"genqueue: {name} exited with {proc.returncode}; restarting in {self.backoff(name):.0f}s",
+                    flush=True,
+                )
+            if now >= self._restart_at[name]:
+                del self._restart_at[name]
                 self.start(name, cmd)
                 self.restarts += 1
 
@@ -87,18 +117,22 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def start_services(data_dir: Path):
+def start_services(data_dir: Path, lifeline: Lifeline | None = None):
     """Start embedded Postgres/Redis where no URL is configured; returns (db_url, redis_url, stoppers)."""
     from shared.embedded import EmbeddedPostgres, EmbeddedRedis
 
     settings, stoppers = get_settings(), []
     db_url, redis_url = settings.database_url, settings.redis_url
     if not db_url:
+        if lifeline is not None:
+            lifeline.postgres(data_dir / "pg")  # before it starts: up may die while pg_ctl waits
         pg = EmbeddedPostgres(data_dir / "pg").start()
         db_url, stoppers = pg.url, [*stoppers, pg.stop]
         print(f"genqueue: embedded PostgreSQL on 127.0.0.1:{pg.port} ({data_dir / 'pg'})", flush=True)
     if not redis_url:
         rd = EmbeddedRedis(data_dir / "redis").start()
+        if lifeline is not None and rd.process is not None:
+            lifeline.child("redis", rd.process.pid)
         redis_url, stoppers = rd.url, [*stoppers, rd.stop]
         print(f"genqueue: embedded Redis on 127.0.0.1:{rd.port} ({data_dir / 'redis'})", flush=True)
     return db_url, redis_url, stoppers
@@ -175,20 +209,20 @@ def up() -> int:
             print(f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
                   file=sys.stderr)  # fmt: skip
             return 1
-        return _run(settings, data_dir)
+        return _run(settings, data_dir, Lifeline(keep_fds=(lock.fileno(),)))
     finally:
         lock.close()
 
 
-def _run(settings, data_dir: Path) -> int:
-    db_url, redis_url, stoppers = start_services(data_dir)
+def _run(settings, data_dir: Path, lifeline: Lifeline) -> int:
+    db_url, redis_url, stoppers = start_services(data_dir, lifeline)  # if this fails, the lifeline cleans up
     from shared.embedded import remove_services, write_services
 
     os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = db_url, redis_url
     if stoppers:
         write_services(data_dir, db_url, redis_url)
     get_settings.cache_clear()
-    sup = Supervisor(dict(os.environ))
+    sup = Supervisor(dict(os.environ), lifeline=lifeline)
     stop_requested = []
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(1))
     try:
@@ -210,6 +244,7 @@ def _run(settings, data_dir: Path) -> int:
         for stop in reversed(stoppers):
             stop()
         remove_services(data_dir)
+        lifeline.release()
         print("genqueue: stopped", flush=True)
     return 0
 
