@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -195,8 +194,3 @@ def read_services(data_dir: Path) -> dict | None:
 
 def remove_services(data_dir: Path) -> None:
     services_file(data_dir).unlink(missing_ok=True)
-
-
-def reset_pgdata(pgdata: Path) -> None:
-    """Delete a data dir (tests only)."""
-    shutil.rmtree(pgdata, ignore_errors=True)

@@ -165,11 +165,6 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def children(self) -> list[int]:
-        import psutil
-
-        return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole worker (main process and pool children)."""
         os.killpg(self.proc.pid, sig)

@@ -4,9 +4,9 @@ A fixed one-minute window: ``INCR genqueue:rl:<user id>:<unix minute>`` with an 
 A burst at a window's edge can reach twice the limit over two windows; that is the usual trade for one round trip
 and one key per user per minute.
 
-Redis is only a wake-up signal (DESIGN.md): when it cannot be reached the limiter *fails open*, so submissions still
-succeed while Postgres is up, and it stops trying for ``BREAKER_SECONDS`` so a dead Redis costs at most one short
-connect timeout now and then rather than one per request.
+Redis is only a wake-up signal (docs/architecture.md): when it cannot be reached the limiter *fails open*, so
+submissions still succeed while Postgres is up, and it stops trying for ``BREAKER_SECONDS`` so a dead Redis costs at
+most one short connect timeout now and then rather than one per request.
 """
 
 from __future__ import annotations

@@ -51,11 +51,6 @@ class LMData:
     train: torch.Tensor
     val: torch.Tensor
 
-    @property
-    def train_tokens(self) -> int:
-        return self.train.numel()
-
-
 def build_data(
     tokenizer,
     train_texts: Sequence[str],
