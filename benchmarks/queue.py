@@ -20,10 +20,10 @@ from pathlib import Path
 os.environ.setdefault("GENQUEUE_DATA_DIR", tempfile.mkdtemp(prefix="gq-bench-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import requests  # noqa: E402
+import requests
 
-from tests.stack import Stack, WorkerProcess  # noqa: E402
-from tests.tiny import make_tiny_gpt2  # noqa: E402
+from tests.stack import Stack, WorkerProcess
+from tests.tiny import make_tiny_gpt2
 
 
 def pct(values: list[float], q: float) -> float:

@@ -55,7 +55,7 @@ class Supervisor:
         self._restart_at: dict[str, float] = {}
 
     def start(self, name: str, cmd: list[str]) -> None:
-        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None  # noqa: SIM115 - else: our output
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else None
         try:
             stderr = subprocess.STDOUT if out else None
             proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=out, stderr=stderr)
@@ -168,7 +168,7 @@ def claim_data_dir(data_dir: Path):
     Two ``genqueue up`` on one data dir would share its Postgres (the second stopping it under the first) and run two
     Redis servers on one dump file; the second one refuses instead. The lock goes with the process, even on SIGKILL.
     """
-    f = open(data_dir / "up.lock", "a+")  # noqa: SIM115 — held open on purpose
+    f = open(data_dir / "up.lock", "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

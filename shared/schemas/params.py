@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -66,8 +66,28 @@ class TextGenerateParams(CommonParams):
         return self
 
 
-class TextTrainParams(CommonParams):
+class TrainingParams(CommonParams):
+    """Fields every training kind accepts: how long to train (``max_steps`` or ``epochs``; neither: the kind's
+    default number of steps)."""
+
+    default_max_steps: ClassVar[int]
+
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps to train.")
+    epochs: float | None = Field(None, gt=0.0, le=10_000, description="Passes over the data (instead of max_steps).")
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainingParams:
+        if self.max_steps is None and self.epochs is None:
+            self.max_steps = self.default_max_steps
+        if self.max_steps is not None and self.epochs is not None:
+            raise ValueError("give `max_steps` or `epochs`, not both")
+        return self
+
+
+class TextTrainParams(TrainingParams):
     """Fine-tune a GPT-2 or train one from scratch on an uploaded text dataset."""
+
+    default_max_steps: ClassVar[int] = TEXT_TRAIN.max_steps
 
     base_model: Ref = Field("scratch", description='"scratch", a hub id, or a registry model id or name.')
     size: Literal["tiny", "small", "gpt2-124m"] | None = Field(None, description="Preset for scratch models.")
@@ -85,8 +105,6 @@ class TextTrainParams(CommonParams):
     grad_accum_steps: int = Field(TEXT_TRAIN.grad_accum_steps, ge=1, le=1024)
     learning_rate: float = Field(TEXT_TRAIN.learning_rate, gt=0.0, le=1.0)
     warmup_steps: int = Field(TEXT_TRAIN.warmup_steps, ge=0, le=1_000_000)
-    max_steps: int | None = Field(None, ge=1, le=10_000_000)
-    epochs: float | None = Field(None, gt=0.0, le=10_000)
     weight_decay: float = Field(TEXT_TRAIN.weight_decay, ge=0.0, le=1.0)
     eval_every: int = Field(TEXT_TRAIN.eval_every, ge=1)
     checkpoint_every: int = Field(TEXT_TRAIN.checkpoint_every, ge=1)
@@ -95,10 +113,6 @@ class TextTrainParams(CommonParams):
 
     @model_validator(mode="after")
     def _shape(self) -> TextTrainParams:
-        if self.max_steps is None and self.epochs is None:
-            self.max_steps = TEXT_TRAIN.max_steps
-        if self.max_steps is not None and self.epochs is not None:
-            raise ValueError("give `max_steps` or `epochs`, not both")
         explicit = [self.n_layer, self.n_head, self.n_embd]
         if self.base_model != "scratch" and (self.size or any(v is not None for v in explicit)):
             raise ValueError('`size`/`n_layer`/`n_head`/`n_embd` apply only to base_model "scratch"')
@@ -111,8 +125,10 @@ class TextTrainParams(CommonParams):
         return self
 
 
-class GanTrainParams(CommonParams):
+class GanTrainParams(TrainingParams):
     """Train a DCGAN or the fully connected GAN on image data."""
+
+    default_max_steps: ClassVar[int] = GAN_TRAIN.max_steps
 
     architecture: Literal["dcgan", "mlp"] = GAN_TRAIN.architecture
     dataset: Ref = Field("digits", description='"digits" (built in), "mnist" (online), or an image dataset id.')
@@ -123,20 +139,10 @@ class GanTrainParams(CommonParams):
     learning_rate: float = Field(GAN_TRAIN.learning_rate, gt=0.0, le=1.0)
     beta1: float = Field(GAN_TRAIN.beta1, ge=0.0, lt=1.0)
     beta2: float = Field(GAN_TRAIN.beta2, ge=0.0, lt=1.0)
-    max_steps: int | None = Field(None, ge=1, le=10_000_000)
-    epochs: float | None = Field(None, gt=0.0, le=10_000)
     sample_every: int = Field(GAN_TRAIN.sample_every, ge=1)
     checkpoint_every: int = Field(GAN_TRAIN.checkpoint_every, ge=1)
     seed: int = Field(GAN_TRAIN.seed, ge=0, le=2**31 - 1)
     name: Name | None = None
-
-    @model_validator(mode="after")
-    def _steps(self) -> GanTrainParams:
-        if self.max_steps is None and self.epochs is None:
-            self.max_steps = GAN_TRAIN.max_steps
-        if self.max_steps is not None and self.epochs is not None:
-            raise ValueError("give `max_steps` or `epochs`, not both")
-        return self
 
 
 class ImageGenerateParams(CommonParams):

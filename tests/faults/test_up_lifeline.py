@@ -72,7 +72,7 @@ def alive(pids) -> dict[int, str]:
 def start_up(data_dir: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(GENQUEUE_DATA_DIR=str(data_dir), GENQUEUE_PORT=str(port), HF_HUB_OFFLINE="1")
-    log = open(data_dir.parent / "up.log", "ab")  # noqa: SIM115 - the child writes to it
+    log = open(data_dir.parent / "up.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli.main", "up"],
         env=env,

@@ -151,3 +151,12 @@ def test_the_web_process_does_not_load_torch(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "GENQUEUE_DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_deprecation_warning_from_our_code_fails_the_test():
+    import warnings
+
+    import pytest
+
+    with pytest.raises(DeprecationWarning):
+        warnings.warn("a deprecated call in our code", DeprecationWarning, stacklevel=1)

@@ -64,7 +64,7 @@ def system():
     try:
         db_session().execute(text("SELECT 1"))
         workers = workers_json()
-    except Exception:  # noqa: BLE001 - reported as "down"
+    except Exception:
         logger.exception("database check failed")
         db_ok = False
         db_session().rollback()
