@@ -14,8 +14,6 @@ parametrized here and each one is driven with ``operation.as_strategy()`` and ``
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -45,7 +43,7 @@ def api_schema(app, user, stack, monkeypatch):
     """The document as the running app serves it; the rate limit is off (the fuzzer is one very busy user)."""
     from shared.settings import get_settings
 
-    relaxed = replace(get_settings(), rate_limit_per_minute=0)
+    relaxed = get_settings().model_copy(update={"rate_limit_per_minute": 0})
     monkeypatch.setattr("web.services.limits.get_settings", lambda: relaxed)
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
 
