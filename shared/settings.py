@@ -48,6 +48,7 @@ class Settings:
     # Jobs go to "gpu" (ML work, CPU fallback) or "cpu"; by default a worker serves both, so one box runs everything.
     worker_queues: tuple[str, ...] = ("gpu", "cpu")
     worker_concurrency: int = 1
+    retention_days: int = 0  # > 0: the maintenance loop deletes jobs that finished longer ago (web/services/cleanup.py)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -82,8 +83,11 @@ def _token(data_dir: Path) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def load_settings() -> Settings:
-    """Parse the environment into a :class:`Settings` (no caching; see :func:`get_settings`)."""
+def load_settings(*, client: bool = False) -> Settings:
+    """Parse the environment into a :class:`Settings` (no caching; see :func:`get_settings`).
+
+    ``client``: the view of a CLI client command, which only talks to the API: it never writes the web's secret into
+    the data dir (``./var`` by default, relative to wherever the command runs)."""
     data_dir = Path(os.environ.get("GENQUEUE_DATA_DIR", "./var")).resolve()
     port = _int("GENQUEUE_PORT", 5000)
     queues = os.environ.get("GENQUEUE_WORKER_QUEUES")
@@ -93,7 +97,7 @@ def load_settings() -> Settings:
         redis_url=os.environ.get("REDIS_URL") or None,
         host=os.environ.get("GENQUEUE_HOST", "127.0.0.1"),
         port=port,
-        secret_key=_secret(data_dir),
+        secret_key="" if client else _secret(data_dir),
         api_url=os.environ.get("GENQUEUE_URL", f"http://127.0.0.1:{port}"),
         token=_token(data_dir),
         max_body_bytes=_int("GENQUEUE_MAX_BODY_BYTES", 64 * 1024 * 1024),
@@ -109,6 +113,7 @@ def load_settings() -> Settings:
         rescue_interval_seconds=_int("GENQUEUE_RESCUE_INTERVAL_SECONDS", 15),
         worker_queues=tuple(q for q in (queues or "gpu,cpu").split(",") if q),
         worker_concurrency=_int("GENQUEUE_WORKER_CONCURRENCY", 1),
+        retention_days=_int("GENQUEUE_RETENTION_DAYS", 0),
     )
 
 

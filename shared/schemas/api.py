@@ -78,6 +78,34 @@ class EventList(BaseModel):
     next_after: int | None
 
 
+class JobDeleted(BaseModel):
+    """``DELETE /jobs/{id}``: what went. A trained model is kept (``models_deleted`` false) unless ``with_model``."""
+
+    id: str
+    deleted: bool
+    artifacts: int
+    model_ids: list[str]
+    models_deleted: bool
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class MetricSeries(BaseModel):
+    steps: list[int]
+    values: list[float]
+    points: int = Field(description="Points in the series before downsampling.")
+
+
+class MetricsOut(BaseModel):
+    """Metric series by name; long series are downsampled to the min and max of each step bucket."""
+
+    job_id: str
+    series: dict[str, MetricSeries]
+
+
 class ResultOut(BaseModel):
     index: int
     sequence: int

@@ -1,4 +1,4 @@
-"""Datasets: upload (multipart ``file``) and list."""
+"""Datasets: upload (multipart ``file``), list, get, delete."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from web.db import db_session
 from web.errors import Invalid, NotFound
 from web.security import bad_text
 from web.serializers import dataset_json
+from web.services.cleanup import delete_dataset
 from web.services.datasets import upload
 from web.services.limits import check_rate
 
@@ -44,3 +45,9 @@ def get_dataset(dataset_id: str):
     if ds is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     return jsonify(dataset_json(ds))
+
+
+@bp.delete("/datasets/<dataset_id>")
+def remove_dataset(dataset_id: str):
+    delete_dataset(db_session(), g.user, dataset_id)
+    return jsonify({"id": dataset_id, "deleted": True})
