@@ -13,7 +13,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from shared.artifacts import ArtifactStore
@@ -24,6 +24,7 @@ from shared.settings import get_settings
 logger = logging.getLogger(__name__)
 
 PRUNE_BATCH = 50
+ANY_STRING_EQUAL = literal_column("'$.** ? (@ == $ref)'::jsonpath")  # any value, at any depth, equal to $ref
 
 
 def jobs_using(s: Session, *refs: str) -> list[str]:
@@ -33,7 +34,7 @@ def jobs_using(s: Session, *refs: str) -> list[str]:
         return []
     # jsonb_path_exists: any string in the params equal to one of the refs (a model id or name, a dataset id).
     in_params = [
-        func.jsonb_path_exists(Job.params, "$.** ? (@ == $ref)", func.jsonb_build_object("ref", ref)) for ref in refs
+        func.jsonb_path_exists(Job.params, ANY_STRING_EQUAL, func.jsonb_build_object("ref", ref)) for ref in refs
     ]
     stmt = select(Job.id).where(Job.status.in_(JobStatus.ACTIVE), or_(Job.dataset_id.in_(refs), *in_params))
     return list(s.scalars(stmt.limit(20)))

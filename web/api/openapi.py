@@ -116,6 +116,18 @@ def _paths() -> dict:
         _query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
     ]
     return {
+        "/openapi.json": {
+            "get": {
+                "summary": "This document (OpenAPI 3.1); browsable at /api/docs",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Health of db, broker, workers",

@@ -18,14 +18,15 @@ WITH pts AS (
     FROM job_events e CROSS JOIN LATERAL jsonb_each(e.data) AS kv
     WHERE e.job_id = :job_id AND e.type = 'metric' AND e.step IS NOT NULL AND jsonb_typeof(kv.value) = 'number'
     ORDER BY kv.key, e.step, e.id DESC
-), bounds AS (
-    SELECT key, min(step) AS lo, max(step) AS hi, count(*) AS n FROM pts GROUP BY key
+), spans AS (
+    SELECT key, step, v, count(*) OVER w AS n, min(step) OVER w AS lo, max(step) OVER w AS hi
+    FROM pts WINDOW w AS (PARTITION BY key)
 ), bucketed AS (
-    SELECT p.key, p.step, p.v, b.n,
-           CASE WHEN b.n <= 2 * :buckets THEN p.step
-                ELSE floor((p.step - b.lo)::float8 * :buckets / (b.hi - b.lo + 1))::bigint END AS bucket,
-           p.step = b.lo OR p.step = b.hi AS edge
-    FROM pts p JOIN bounds b USING (key)
+    SELECT key, step, v, n,
+           CASE WHEN n <= 2 * :buckets THEN step
+                ELSE floor((step - lo)::float8 * :buckets / (hi - lo + 1))::bigint END AS bucket,
+           step = lo OR step = hi AS edge
+    FROM spans
 ), ranked AS (
     SELECT key, step, v, n, edge,
            row_number() OVER (PARTITION BY key, bucket ORDER BY v, step) AS low,
