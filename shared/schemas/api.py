@@ -10,6 +10,7 @@ from shared.schemas.params import PARAMS_BY_KIND
 
 Kind = Literal["text.generate", "text.train", "image.train_gan", "image.generate"]
 Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+DatasetKind = Literal["text", "images"]
 assert set(Kind.__args__) == set(PARAMS_BY_KIND)  # one list of kinds
 
 
@@ -155,7 +156,7 @@ class ModelList(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
-    kind: Literal["text", "images"]
+    kind: DatasetKind
     format: str
     size: int
     sha256: str

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from flask import g, jsonify, request
 from sqlalchemy import select
 
 from shared.models import Dataset
+from shared.schemas.api import DatasetKind
 from web.api import bp
 from web.db import db_session
 from web.errors import Invalid, NotFound
@@ -32,6 +35,8 @@ def list_datasets():
     if not g.user.is_admin:
         stmt = stmt.where(Dataset.owner_id == g.user.id)
     if kind := request.args.get("kind"):
+        if kind not in get_args(DatasetKind):
+            raise Invalid(f"`kind` must be one of {', '.join(get_args(DatasetKind))}", code="invalid_query")
         stmt = stmt.where(Dataset.kind == kind)
     return jsonify({"items": [dataset_json(d) for d in db_session().scalars(stmt)], "next_cursor": None})
 

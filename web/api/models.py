@@ -6,10 +6,10 @@ from flask import Response, g, jsonify, request, stream_with_context
 from sqlalchemy import select
 
 from shared.model_refs import find_model, visible
-from shared.models import Model
+from shared.models import Model, ModelKind
 from web.api import bp
 from web.db import db_session
-from web.errors import NotFound
+from web.errors import Invalid, NotFound
 from web.serializers import model_json
 from web.services.model_download import archive_name, plan, tar_size, tar_stream
 
@@ -18,6 +18,8 @@ from web.services.model_download import archive_name, plan, tar_size, tar_stream
 def list_models():
     stmt = select(Model).where(visible(g.user)).order_by(Model.created_at.desc(), Model.id)
     if kind := request.args.get("kind"):
+        if kind not in ModelKind.ALL:
+            raise Invalid(f"`kind` must be one of {', '.join(ModelKind.ALL)}", code="invalid_query")
         stmt = stmt.where(Model.kind == kind)
     return jsonify({"items": [model_json(m) for m in db_session().scalars(stmt)], "next_cursor": None})
 

@@ -9,6 +9,7 @@ from flask import jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from shared.models import ModelKind
 from shared.schemas import api as A
 from shared.schemas.params import PARAMS_BY_KIND
 from web.api import bp
@@ -242,7 +243,7 @@ def _paths() -> dict:
                     *job,
                     _query("role", {"type": "string"}, "Only this role: sample, image, grid, archive, output."),
                 ],
-                "responses": {"200": _json(A.ArtifactList, "Artifacts"), **_errors(404), **auth},
+                "responses": {"200": _json(A.ArtifactList, "Artifacts"), **_errors(404, 422), **auth},
             }
         },
         "/artifacts/{artifact_id}": {
@@ -293,8 +294,8 @@ def _paths() -> dict:
             },
             "get": {
                 "summary": "List datasets",
-                "parameters": [_query("kind", {"type": "string"}, "text or images")],
-                "responses": {"200": _json(A.DatasetList, "Datasets"), **auth},
+                "parameters": [_query("kind", {"type": "string", "enum": list(get_args(A.DatasetKind))})],
+                "responses": {"200": _json(A.DatasetList, "Datasets"), **_errors(422), **auth},
             },
         },
         "/datasets/{dataset_id}": {
@@ -347,8 +348,8 @@ def _paths() -> dict:
         "/models": {
             "get": {
                 "summary": "The model registry",
-                "parameters": [_query("kind", {"type": "string"}, "causal-lm or gan-generator")],
-                "responses": {"200": _json(A.ModelList, "Models"), **auth},
+                "parameters": [_query("kind", {"type": "string", "enum": list(ModelKind.ALL)})],
+                "responses": {"200": _json(A.ModelList, "Models"), **_errors(422), **auth},
             }
         },
         "/models/{model_id}": {
