@@ -39,12 +39,12 @@ def _shown(value: Any) -> str:
 
 
 def diff_rows(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per key any job has: ``{"key", "values": [shown...], "differs": bool}``, differing rows first."""
+    """One row per key any job has: ``{"key", "cells": [shown...], "differs": bool}``, differing rows first."""
     keys = list(dict.fromkeys(k for v in values for k in v))
     rows = []
     for key in keys:
         raw = [json.dumps(v.get(key), sort_keys=True, default=str) for v in values]
-        rows.append({"key": key, "values": [_shown(v.get(key)) for v in values], "differs": len(set(raw)) > 1})
+        rows.append({"key": key, "cells": [_shown(v.get(key)) for v in values], "differs": len(set(raw)) > 1})
     return sorted(rows, key=lambda r: not r["differs"])
 
 
