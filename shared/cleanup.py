@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from shared.settings import get_settings
 logger = logging.getLogger(__name__)
 
 PRUNE_BATCH = 50
+PRUNE_EVERY_SECONDS = 60.0
+_last_periodic = -PRUNE_EVERY_SECONDS
 ANY_STRING_EQUAL = literal_column("'$.** ? (@ == $ref)'::jsonpath")  # any value, at any depth, equal to $ref
 
 
@@ -102,12 +105,18 @@ def purge_dataset(s: Session, ds: Dataset) -> None:
 def prune_expired(days: int | None = None) -> int:
     """Delete up to ``PRUNE_BATCH`` jobs that finished more than ``days`` (``GENQUEUE_RETENTION_DAYS``) ago.
 
-    Off when the setting is 0. Their registry models are kept. Run by the maintenance loop (one worker at a time);
-    returns how many jobs were deleted.
+    Off when the setting is 0. Their registry models are kept. Run by the maintenance loop (one worker at a time,
+    at most once a minute per process when ``days`` comes from the setting); returns how many jobs were deleted.
     """
-    days = get_settings().retention_days if days is None else days
+    global _last_periodic
+    periodic = days is None
+    days = get_settings().retention_days if periodic else days
     if days <= 0:
         return 0
+    if periodic:  # the maintenance loop passes every few seconds; a retention of days needs no more than a minute
+        if time.monotonic() - _last_periodic < PRUNE_EVERY_SECONDS:
+            return 0
+        _last_periodic = time.monotonic()
     cutoff = func.now() - timedelta(days=days)
     finished = select(Job).where(Job.status.in_(JobStatus.TERMINAL), Job.finished_at < cutoff)
     deleted = 0
@@ -120,6 +129,8 @@ def prune_expired(days: int | None = None) -> int:
                 deleted += 1
             else:
                 s.rollback()
+    if periodic and deleted == PRUNE_BATCH:  # a backlog: the next pass goes on at once
+        _last_periodic = -PRUNE_EVERY_SECONDS
     if deleted:
         logger.info("retention: deleted %d job(s) finished over %d day(s) ago", deleted, days)
     return deleted
