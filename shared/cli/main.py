@@ -100,6 +100,10 @@ def cmd_demo(args) -> int:
     return run_demo(steps=args.steps, gan_steps=args.gan_steps, timeout=args.timeout)
 
 
+EXIT_CODES = """exit codes: 0 done (wait, logs -f: the job succeeded) · 1 the job failed or was cancelled ·
+2 usage · 3 cannot reach the server (or it answered 5xx) · 4 authentication · 5 not found · 6 rejected input"""
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -212,7 +216,12 @@ def _positive(raw: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genqueue", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="genqueue",
+        description="genqueue: operator commands act on the database; client commands go through the REST API.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"genqueue {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     _operator_commands(sub)

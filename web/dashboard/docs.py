@@ -10,8 +10,6 @@ from flask import render_template
 
 from web.dashboard import bp
 
-ENDPOINT = "dashboard.api_docs"
-
 
 @bp.get("/api/docs")
 def api_docs():
