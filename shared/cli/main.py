@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a command; expected errors are one line on stderr and an exit code (README, "CLI": exit codes)."""
     logging.basicConfig(level=os.environ.get("GENQUEUE_LOG_LEVEL", "WARNING"))
     args = build_parser().parse_args(argv)
-    from shared.cli.client import EXIT_REJECTED, EXIT_UNREACHABLE, CliError
+    from shared.cli.client import EXIT_UNREACHABLE, EXIT_USAGE, CliError
     from shared.registration import RegistrationError
     from shared.users import UserError
 
@@ -242,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"genqueue: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (UserError, RegistrationError) as exc:
+    except (UserError, RegistrationError) as exc:  # operator commands: a bad name or directory
         print(f"genqueue: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
+        return EXIT_USAGE
     except OSError as exc:  # a local file (a dataset to upload, an output directory)
         print(f"genqueue: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except RuntimeError as exc:  # e.g. operator commands with no database reachable
         print(f"genqueue: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
