@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(2, ge=1, description="loaded models a worker process keeps in memory")
     device: str | None = Field(None, description="`cpu`, `cuda` or `cuda:N`; unset: CUDA if present, else CPU")
     gan_cpu_bf16: bool = Field(True, description="GAN training autocasts to bf16 on CPUs with native bf16")
+    retention_days: int = Field(0, ge=0, description="> 0: finished jobs older than this are deleted (0: kept)")
 
     @field_validator("worker_queues", mode="before")
     @classmethod
