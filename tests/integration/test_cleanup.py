@@ -160,26 +160,24 @@ def test_retention_prunes_only_old_finished_jobs(user, tiny_model_dir):
 
 
 def test_retention_reads_the_setting(monkeypatch, user):
-    from dataclasses import replace
 
     from shared.settings import get_settings
 
     old = finished_job(user.id, finished_days_ago=3)
     assert get_settings().retention_days == 0  # off by default
     assert prune_expired() == 0 and rows(old)["Job"] == 1
-    monkeypatch.setattr("shared.cleanup.get_settings", lambda: replace(get_settings(), retention_days=2))
+    monkeypatch.setattr("shared.cleanup.get_settings", lambda: get_settings().model_copy(update={"retention_days": 2}))
     assert prune_expired() == 1 and rows(old)["Job"] == 0
 
 
 def test_the_maintenance_pass_prunes_when_retention_is_on(monkeypatch, user):
     import time
-    from dataclasses import replace
 
     from shared.settings import get_settings
     from worker.maintenance import run_once
 
     old, recent = finished_job(user.id, finished_days_ago=3), finished_job(user.id)
-    monkeypatch.setattr("shared.cleanup.get_settings", lambda: replace(get_settings(), retention_days=2))
+    monkeypatch.setattr("shared.cleanup.get_settings", lambda: get_settings().model_copy(update={"retention_days": 2}))
     monkeypatch.setattr("shared.cleanup._last_periodic", -1e9)
     deadline = time.monotonic() + 30
     while rows(old)["Job"] and time.monotonic() < deadline:
