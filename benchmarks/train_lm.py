@@ -168,10 +168,17 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base, n_params = make_base(args, Path(tmp) / "base")
         cfg = LMTrainConfig(
-            base_model=str(base), block_size=args.block_size, batch_size=args.batch_size, learning_rate=3e-4,
-            warmup_steps=5, max_steps=args.steps, eval_every=10**9, eval_batches=1, checkpoint_every=10**9,
+            base_model=str(base),
+            block_size=args.block_size,
+            batch_size=args.batch_size,
+            learning_rate=3e-4,
+            warmup_steps=5,
+            max_steps=args.steps,
+            eval_every=10**9,
+            eval_batches=1,
+            checkpoint_every=10**9,
             compile=args.compile,
-        )  # fmt: skip
+        )
         runs = [("hf-trainer", run_hf), ("genqueue", run_genqueue)]
         for r in range(args.repeats):  # alternate who goes first: A B, B A, ...
             for name, fn in runs if r % 2 == 0 else runs[::-1]:
@@ -195,8 +202,10 @@ def report(args: argparse.Namespace, device: Device, n_params: int, times: dict[
         tps[name] = (tokens / statistics.median(steps), tokens * len(steps) / sum(steps))
         tflops = fpt * tps[name][0] / 1e12
         mfu = f", MFU {100 * tflops / peak:.1f}% of {peak:g} TFLOPS" if peak else ""
-        print(f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}), "
-              f"{tflops:.3f} TFLOPS{mfu}")  # fmt: skip
+        print(
+            f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}), "
+            f"{tflops:.3f} TFLOPS{mfu}"
+        )
     ours, hf = tps["genqueue"], tps["hf-trainer"]
     print(f"ratio genqueue/hf: {ours[0] / hf[0]:.3f}x (median step), {ours[1] / hf[1]:.3f}x (mean)")
 
