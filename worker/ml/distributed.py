@@ -65,7 +65,7 @@ class World:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [model.device.index] if next(model.parameters()).is_cuda else None
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return DistributedDataParallel(model, device_ids=ids)
 
     def no_sync(self, forward: torch.nn.Module, last: bool):
         """Skip the gradient all-reduce for a micro-batch that is not the step's ``last``."""

@@ -298,9 +298,10 @@ class _Run:
         """Steps to ``total`` (reporting each), the end checkpoint; the final metrics."""
         try:
             self.window.start(self.step)
+            ran = self.step < self.total
             while self.step < self.total:
                 self._one_step(report)
-            if "val_loss" not in self.metrics:  # resumed from the end checkpoint: nothing ran
+            if not ran:  # resumed from the end checkpoint: nothing ran
                 if self.world.is_main:
                     self.metrics.update(self.evaluate())
                 self._report(report)
