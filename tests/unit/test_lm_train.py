@@ -35,7 +35,6 @@ BASE = LMTrainConfig(
     eval_batches=2,
     checkpoint_every=4,
     seed=1,
-    log_every=1,  # the loss of every step (the default reads it back every 10)
 )
 
 

@@ -104,12 +104,16 @@ class LMTrainConfig:
     compile: bool = _f(False, "torch.compile the model's forward (faster on GPU after a slow first step)")
     precision: str = _f(TEXT_TRAIN.precision, f"{PRECISIONS}: auto = bf16 on CUDA and on CPUs with native bf16")
     num_processes: int = _f(TEXT_TRAIN.num_processes, "data-parallel processes (one per GPU; gloo on CPU)")
-    log_every: int = _f(10, "read the loss back (a host sync) and report metrics every this many steps")
+    log_every: int | None = _f(
+        None,
+        "read the loss back and report metrics every this many steps (default: 10 on CUDA, where "
+        "that is a host sync; every step on a CPU, where it costs nothing)",
+    )
 
     def __post_init__(self) -> None:
         positive = (
             "block_size batch_size grad_accum_steps eval_every eval_batches checkpoint_every keep_checkpoints "
-            "vocab_size num_processes log_every"
+            "vocab_size num_processes"
         )
         bad = [name for name in positive.split() if getattr(self, name) < 1]
         if bad:
@@ -124,6 +128,8 @@ class LMTrainConfig:
             raise ValueError("validation_fraction must be in (0, 1)")
         if self.base_model == SCRATCH and self.size not in PRESETS:
             raise ValueError(f"unknown size {self.size!r}; choose one of {sorted(PRESETS)}")
+        if self.log_every is not None and self.log_every < 1:
+            raise ValueError("log_every must be at least 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}")
 
@@ -249,6 +255,7 @@ class _Run:
         self.flops_per_token = flops_per_token(self.model, cfg.block_size)
         self.peak, self.peak_source = peak_tflops(device)
         self.loss_sum, self.window = torch.zeros((), device=dev), _Window()
+        self.log_every = cfg.log_every or (10 if device.is_cuda else 1)
 
     def _autocast(self):
         dtype = self.device.autocast_dtype
@@ -318,7 +325,7 @@ class _Run:
         self.tokens_seen += self.tokens_per_step
         last = self.step == self.total
         evaluate = self.step % self.cfg.eval_every == 0 or last
-        if evaluate or self.step % self.cfg.log_every == 0:
+        if evaluate or self.step % self.log_every == 0:
             self._flush_metrics()
             if evaluate and self.world.is_main:
                 self.metrics.update(self.evaluate())
