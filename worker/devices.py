@@ -7,6 +7,7 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -31,7 +32,9 @@ def gan_device() -> Device:
 
 
 @contextlib.contextmanager
-def reserve_devices(device: Device, n: int, wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+def reserve_devices(
+    device: Device, n: int, wait: Callable[[], None] = lambda: None, root: Path | None = None
+) -> Iterator[None]:
     """Hold this worker host's GPUs ``device .. device + n - 1`` for a job: exclusively when ``n > 1`` (a multi-GPU
     job never shares a GPU with another reserving job), shared when ``n == 1``. ``flock`` files under the data dir,
     released when the job's process ends however it ends; ``wait()`` runs between tries (it may raise Stopped).
@@ -40,7 +43,7 @@ def reserve_devices(device: Device, n: int, wait: Callable[[], None] = lambda: N
         yield
         return
     base = device.torch_device.index or 0
-    root = get_settings().data_dir / "locks"
+    root = root or get_settings().data_dir / "locks"
     root.mkdir(parents=True, exist_ok=True)
     mode = fcntl.LOCK_EX if n > 1 else fcntl.LOCK_SH
     with contextlib.ExitStack() as held:
