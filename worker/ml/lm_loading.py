@@ -30,6 +30,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+
 @dataclass
 class LoadedLM:
     """A causal LM ready for :func:`worker.ml.generate.generate`."""
