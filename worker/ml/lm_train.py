@@ -308,7 +308,8 @@ class _Run:
             ran = self.step < self.total
             while self.step < self.total:
                 self._one_step(report)
-            if not ran:  # resumed from the end checkpoint: nothing ran
+            if not ran and "val_loss" not in self.metrics:  # resumed from an end checkpoint that has no evaluation
+                # (every rank restored the same metrics, so every rank takes this branch or none does)
                 if self.world.is_main:
                     self.metrics.update(self.evaluate())
                 self._report(report)
