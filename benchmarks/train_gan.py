@@ -53,9 +53,9 @@ class ReferenceDigits(Dataset):
 class ReferenceLoop:
     """The reference training loop, one step at a time over an endless DataLoader."""
 
-    def __init__(self, pixels: np.ndarray, batch_size: int, device: torch.device):
+    def __init__(self, pixels: np.ndarray, batch_size: int, device: torch.device, size: int = SIZE):
         self.device = device
-        self.gen, disc = build_gan("dcgan", SIZE, 1, LATENT)
+        self.gen, disc = build_gan("dcgan", size, 1, LATENT)
         self.gen.to(device)
         self.disc = nn.Sequential(disc, nn.Sigmoid()).to(device)  # probabilities, as the reference
         self.criterion = nn.BCELoss()
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--image-size", type=int, default=SIZE, choices=(28, 32, 64), help="square image side")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per loop first")
     parser.add_argument("--rounds", type=int, default=4, help="alternate the loops this many times")
     parser.add_argument(
@@ -139,10 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         torch.set_num_threads(args.threads)
     device = _device(args.device, args.precision)
     dev = device.torch_device
-    images = load_images("digits", SIZE, 1)  # (N, 1, 28, 28) in [-1, 1]
+    images = load_images("digits", args.image_size, 1)  # (N, 1, S, S) in [-1, 1]
     pixels = ((images[:, 0] + 1.0) * 127.5).round().to(torch.uint8).numpy()  # (N, 28, 28): the same data
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = GanTrainConfig(batch_size=args.batch_size, max_steps=10**9, seed=0)
+        cfg = GanTrainConfig(batch_size=args.batch_size, max_steps=10**9, seed=0, image_size=args.image_size)
         ours = GanTrainer(cfg, images, device, Path(tmp), log=lambda msg: None)
 
         def ours_step() -> int:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             return ours.batch
 
         torch.manual_seed(0)
-        ref = ReferenceLoop(pixels, args.batch_size, dev)
+        ref = ReferenceLoop(pixels, args.batch_size, dev, args.image_size)
         return _compare(ours_step, ref.step, args, device)
 
 
@@ -178,7 +179,8 @@ def _compare(ours_step, ref_step, args, device) -> dict[str, float]:
         f"{wall['genqueue']:8.1f} images/s   ({cpu['genqueue']:.1f} per CPU-second)"
     )
     ratio = wall["genqueue"] / wall["reference"]
-    print(f"ratio: {ratio:.2f}x wall-clock ({cpu['genqueue'] / cpu['reference']:.2f}x per CPU-second)")
+    print(f"ratio genqueue/reference per CPU-second: {cpu['genqueue'] / cpu['reference']:.2f}")
+    print(f"ratio genqueue/reference: {ratio:.2f}")  # wall-clock: the headline figure
     return {"genqueue": wall["genqueue"], "reference": wall["reference"], "ratio": ratio}
 
 

@@ -1,11 +1,14 @@
 """Training throughput: genqueue's ``train_lm`` loop against a Hugging Face ``Trainer`` baseline, same run.
 
-    python -m benchmarks.train_lm --size small --steps 30 --batch-size 8 --block-size 256 --device cpu
+    python -m benchmarks.train_lm --size small --steps 30 --batch-size 8 --block-size 256 --device cpu \
+        [--precision auto|fp32|bf16] [--repeats 2]
 
 Both start from the same randomly initialised GPT-2 (saved once, loaded by each from disk), train on the same
 pre-tokenized blocks of the stdlib corpus (the blocks ``train_lm`` itself trains on) with the same batch,
-sequence length, learning rate, schedule, AdamW (fused, beta2 0.95), weight decay, clipping and precision
-(bf16 autocast on CUDA). The Trainer does no evaluation, saving or reporting.
+sequence length, learning rate, schedule, AdamW (fused, beta2 0.95), weight decay, clipping and precision:
+``--precision auto`` is what a text.train job picks (bf16 autocast on CUDA and on CPUs with native bf16), and the
+Trainer then runs with ``bf16=True`` too; ``fp32`` runs both in fp32. The Trainer does no evaluation, saving or
+reporting; genqueue reads its loss back every ``log_every`` (10) steps as jobs do.
 
 Timing: a wall-clock stamp when each optimizer step ends (the Trainer: ``on_step_end`` callback; genqueue: its
 ``report`` callback), with a device sync at the two stamps that bound the window. tokens/s is measured over
@@ -28,10 +31,11 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from shared.corpus import stdlib_documents
-from worker.ml.common import Device, pick_device
+from worker.ml.common import Device, pick_device, with_precision
 from worker.ml.lm_data import build_data
 from worker.ml.lm_models import build_scratch_model, count_params, preset_config
 from worker.ml.lm_train import BETAS, LMTrainConfig, train_lm
+from worker.ml.mfu import flops_per_token, peak_tflops
 from worker.ml.tokenizer import train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -75,8 +79,8 @@ class BlockDataset(torch.utils.data.Dataset):
         return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
 
 
-def make_base(args: argparse.Namespace, out: Path) -> tuple[Path, int]:
-    """Train the tokenizer, build the GPT-2 once and save both as a HF dir; returns (dir, parameter count)."""
+def make_base(args: argparse.Namespace, out: Path) -> tuple[Path, int, float]:
+    """Train the tokenizer, build the GPT-2 once and save both as a HF dir; (dir, parameters, FLOPs per token)."""
     docs = stdlib_documents()
     tok = train_bpe_tokenizer(docs, vocab_size=min(args.vocab_size, 8192))
     config = preset_config(args.size, max(args.vocab_size, len(tok)), args.block_size, eos_token_id=tok.eos_token_id)
@@ -84,7 +88,7 @@ def make_base(args: argparse.Namespace, out: Path) -> tuple[Path, int]:
     model = build_scratch_model(config)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out, count_params(model)
+    return out, count_params(model), flops_per_token(model, args.block_size)
 
 
 def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> list[float]:
@@ -112,7 +116,7 @@ def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> 
         disable_tqdm=True,
         seed=cfg.seed,
         use_cpu=not device.is_cuda,
-        bf16=device.autocast_dtype == torch.bfloat16,
+        bf16=device.autocast_dtype == torch.bfloat16 and not args.hf_fp32,  # genqueue's precision unless --hf-fp32
         dataloader_drop_last=True,
         dataloader_pin_memory=device.is_cuda,
         remove_unused_columns=False,
@@ -133,11 +137,6 @@ def run_genqueue(args, base: Path, cfg: LMTrainConfig, device: Device, work: Pat
     return clock.step_times()
 
 
-def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls (forward + backward) plus attention's 12·L·d·T (nanoGPT/PaLM)."""
-    return 6 * n_params + 12 * n_layer * n_embd * block_size
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=["tiny", "small", "gpt2-124m"], default="small")
@@ -150,7 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="runs of each, alternating which goes first")
     p.add_argument("--compile", action="store_true", help="torch.compile genqueue's model")
     p.add_argument("--hf-compile", action="store_true", help="torch_compile=True for the Trainer too")
-    p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default 989 = H100 bf16 on CUDA)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="both runs' precision")
+    p.add_argument("--hf-fp32", action="store_true", help="leave the Trainer at its default fp32 (not same-precision)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: worker.ml.mfu's)")
     args = p.parse_args(argv)
     args.vocab_size = args.vocab_size or (50304 if args.size == "gpt2-124m" else 8192)
     if args.steps < args.warmup + 3:
@@ -161,44 +162,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    device = pick_device("cpu" if args.device == "cpu" else None)
+    device = with_precision(pick_device("cpu" if args.device == "cpu" else None), args.precision)
     if args.device == "cuda" and not device.is_cuda:
         raise SystemExit("CUDA requested but not available")
     times: dict[str, list[float]] = {"hf-trainer": [], "genqueue": []}
     with tempfile.TemporaryDirectory() as tmp:
-        base, n_params = make_base(args, Path(tmp) / "base")
+        base, n_params, fpt = make_base(args, Path(tmp) / "base")
         cfg = LMTrainConfig(
-            base_model=str(base), block_size=args.block_size, batch_size=args.batch_size, learning_rate=3e-4,
-            warmup_steps=5, max_steps=args.steps, eval_every=10**9, eval_batches=1, checkpoint_every=10**9,
+            base_model=str(base),
+            block_size=args.block_size,
+            batch_size=args.batch_size,
+            learning_rate=3e-4,
+            warmup_steps=5,
+            max_steps=args.steps,
+            eval_every=10**9,
+            eval_batches=1,
+            checkpoint_every=10**9,
             compile=args.compile,
-        )  # fmt: skip
+            precision="bf16" if device.autocast_dtype == torch.bfloat16 else "fp32",
+        )
         runs = [("hf-trainer", run_hf), ("genqueue", run_genqueue)]
         for r in range(args.repeats):  # alternate who goes first: A B, B A, ...
             for name, fn in runs if r % 2 == 0 else runs[::-1]:
                 times[name] += fn(args, base, cfg, device, Path(tmp) / f"{name}-{r}")
-    report(args, device, n_params, times)
+    report(args, device, n_params, fpt, times)
 
 
-def report(args: argparse.Namespace, device: Device, n_params: int, times: dict[str, list[float]]) -> None:
+def report(args: argparse.Namespace, device: Device, n_params: int, fpt: float, times: dict[str, list[float]]) -> None:
     """Print both runs' tokens/s (median step and window mean), TFLOPS, MFU and the ratios."""
-    dims = preset_config(args.size, args.vocab_size, args.block_size)
-    fpt = flops_per_token(n_params, dims.n_layer, dims.n_embd, args.block_size)
     tokens = args.batch_size * args.block_size
     print(
         f"device {device.name} ({torch.get_num_threads()} threads), size {args.size} ({n_params / 1e6:.1f}M params), "
         f"batch {args.batch_size} x {args.block_size} tokens, {args.steps} steps x {args.repeats} repeats, "
         f"timed steps {args.warmup + 1}..{args.steps - 1}, compile genqueue={args.compile} hf={args.hf_compile}"
     )
-    peak = args.peak_tflops or (989.0 if device.is_cuda else None)
+    peak, source = (args.peak_tflops, "--peak-tflops") if args.peak_tflops else peak_tflops(device)
+    hf_dtype = torch.float32 if args.hf_fp32 else device.autocast_dtype or torch.float32
+    print(
+        f"precision genqueue {device.autocast_dtype or torch.float32}, hf {hf_dtype}; "
+        f"MFU against {source}: {peak or 0:.3f} TFLOPS"
+    )
     tps = {}
     for name, steps in times.items():
         tps[name] = (tokens / statistics.median(steps), tokens * len(steps) / sum(steps))
         tflops = fpt * tps[name][0] / 1e12
         mfu = f", MFU {100 * tflops / peak:.1f}% of {peak:g} TFLOPS" if peak else ""
-        print(f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}), "
-              f"{tflops:.3f} TFLOPS{mfu}")  # fmt: skip
+        print(
+            f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}), "
+            f"{tflops:.3f} TFLOPS{mfu}"
+        )
     ours, hf = tps["genqueue"], tps["hf-trainer"]
-    print(f"ratio genqueue/hf: {ours[0] / hf[0]:.3f}x (median step), {ours[1] / hf[1]:.3f}x (mean)")
+    print(f"ratio genqueue/hf (window mean): {ours[1] / hf[1]:.2f}")
+    print(f"ratio genqueue/hf: {ours[0] / hf[0]:.2f}")  # median step: the headline figure
 
 
 if __name__ == "__main__":

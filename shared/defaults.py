@@ -34,6 +34,8 @@ class TextTrainDefaults:
     eval_every: int = 50
     checkpoint_every: int = 100
     seed: int = 0
+    precision: str = "auto"  # bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    num_processes: int = 1  # data-parallel ranks on the worker ("auto" in a job's params: every GPU)
 
 
 @dataclass(frozen=True)

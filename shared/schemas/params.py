@@ -109,7 +109,22 @@ class TextTrainParams(TrainingParams):
     eval_every: int = Field(TEXT_TRAIN.eval_every, ge=1)
     checkpoint_every: int = Field(TEXT_TRAIN.checkpoint_every, ge=1)
     seed: int = Field(TEXT_TRAIN.seed, ge=0, le=2**31 - 1)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        TEXT_TRAIN.precision, description="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32."
+    )
+    num_processes: int | Literal["auto"] = Field(
+        TEXT_TRAIN.num_processes,
+        description='Data-parallel processes on the worker (one per GPU; gloo on CPU); "auto": every GPU of the '
+        "worker (1 on a CPU worker). batch_size is per process.",
+    )
     name: Name | None = Field(None, description="Registry name for the trained model (unique).")
+
+    @field_validator("num_processes")
+    @classmethod
+    def _processes(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= v <= 64:
+            raise ValueError('`num_processes` must be 1..64 or "auto"')
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> TextTrainParams:

@@ -51,6 +51,7 @@ class LMData:
     train: torch.Tensor
     val: torch.Tensor
 
+
 def build_data(
     tokenizer,
     train_texts: Sequence[str],

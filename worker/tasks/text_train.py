@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from shared.defaults import TEXT_TRAIN
 from shared.models import ModelKind
 from shared.schemas.params import TextTrainParams
 from shared.textdata import TextDataError, read_documents
 from worker.celery_app import app
 from worker.context import JobContext, UserError
-from worker.devices import current_device
-from worker.ml.common import config_from_params
+from worker.devices import current_device, reserve_devices
+from worker.ml.common import Device, config_from_params
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
 from worker.ml.lm_train import LMTrainConfig, train_lm
@@ -50,21 +52,49 @@ def handle(ctx: JobContext) -> dict:
     train = _texts(ctx, p.dataset_id)
     val = _texts(ctx, p.validation_dataset_id) if p.validation_dataset_id else None
     ctx.log(f"training {base_name} on {len(train)} documents" + (f", {len(val)} for validation" if val else ""))
+    device = current_device()
+    procs = _num_processes(p.num_processes, device)
     try:
-        cfg = config_from_params(LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size)
-        result = train_lm(cfg, train, val, ctx.work_dir / "lm", current_device(), report=ctx.report, log=ctx.log)
+        cfg = config_from_params(
+            LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size, num_processes=procs
+        )
+        with reserve_devices(device, procs, wait=ctx.check_stop):
+            result = train_lm(cfg, train, val, ctx.work_dir / "lm", device, report=ctx.report, log=ctx.log)
     except (DatasetTooSmall, BlockSizeTooLarge) as exc:
         raise UserError("invalid_params", str(exc)) from exc
     except OSError as exc:  # a hub base model that is neither cached nor reachable
         raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
     name = unique_model_name(p.name, f"gpt2-{ctx.job_id[-8:]}")
     model_id = register_model(
-        ctx, name=name, kind=ModelKind.CAUSAL_LM, path=result.model_dir, dataset_id=p.dataset_id, base=base_name,
-        metrics=result.metrics, config={"context_length": _context(result.model_dir), "n_params": result.n_params},
-    )  # fmt: skip
+        ctx,
+        name=name,
+        kind=ModelKind.CAUSAL_LM,
+        path=result.model_dir,
+        dataset_id=p.dataset_id,
+        base=base_name,
+        metrics=result.metrics,
+        config={"context_length": _context(result.model_dir), "n_params": result.n_params},
+    )
     ctx.log(f"registered model {name} ({model_id})")
-    return {"model_id": model_id, "model_name": name, "steps": result.steps, "metrics": result.metrics,
-            "resumed_from_step": result.resumed_from_step, "n_params": result.n_params}  # fmt: skip
+    return {
+        "model_id": model_id,
+        "model_name": name,
+        "steps": result.steps,
+        "metrics": result.metrics,
+        "resumed_from_step": result.resumed_from_step,
+        "n_params": result.n_params,
+    }
+
+
+def _num_processes(asked: int | str, device: Device) -> int:
+    """``"auto"``: every GPU of this worker from its device on (1 on a CPU worker); a count it cannot honour is a
+    user error, not a job that waits for GPUs that do not exist."""
+    gpus = torch.cuda.device_count() - (device.torch_device.index or 0) if device.is_cuda else 0
+    if asked == "auto":
+        return max(1, gpus)
+    if device.is_cuda and asked > gpus:
+        raise UserError("invalid_params", f"num_processes {asked}: this worker has {gpus} GPU(s) from {device.name}")
+    return int(asked)
 
 
 def _context(model_dir) -> int:

@@ -11,6 +11,7 @@
       { title: "Validation perplexity", series: [{ key: "perplexity", label: "perplexity" }] },
       { title: "Learning rate", series: [{ key: "lr", label: "lr" }] },
       { title: "Throughput (tokens/s)", series: [{ key: "tokens_per_s", label: "tokens/s" }] },
+      { title: "MFU (fraction of the device's peak FLOPS)", series: [{ key: "mfu", label: "MFU" }] },
     ],
     "image.train_gan": [
       { title: "Losses", series: [{ key: "d_loss", label: "discriminator" }, { key: "g_loss", label: "generator" }] },
