@@ -5,6 +5,8 @@
 - **reconcile**: ``queued`` jobs with no message in the broker (Redis was down at submit, a message was lost, a
   retry's backoff elapsed, the message was held by a worker that died) are published again. Redis is only a
   wake-up signal; Postgres says what must run.
+- **webhooks**: deliveries whose retry is due, or whose message was lost, are published again
+  (:func:`shared.webhooks.sweep`).
 
 A Postgres advisory lock makes sure only one worker does this at a time.
 """
@@ -19,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared import lifecycle
+from shared import lifecycle, webhooks
 from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
 from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
@@ -135,10 +137,22 @@ def run_once() -> tuple[int, int] | None:
         if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
             return None
         try:
-            return rescue_expired(), reconcile()
+            rescued, sent = rescue_expired(), reconcile()
+            sweep_webhooks()
+            return rescued, sent
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             conn.commit()
+
+
+def sweep_webhooks() -> int:
+    """Publish the webhook deliveries that are due; a failure is logged and retried at the next pass."""
+    try:
+        with session_scope() as s:
+            return webhooks.sweep(s)
+    except Exception as exc:  # noqa: BLE001 - the rescuer and reconciler must keep running whatever this hits
+        logger.warning("webhook sweep failed: %s", exc)
+        return 0
 
 
 def beat(worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None) -> None:

@@ -18,6 +18,7 @@ from web.security import bad_text, json_body
 from web.serializers import artifact_json, event_json, job_json, result_json
 from web.services.jobs import cancel_job, create_job, get_job, retry_job
 from web.services.limits import check_submission
+from web.services.metadata import filter_by_metadata
 
 
 def _json_body():
@@ -54,6 +55,7 @@ def list_jobs():
         stmt = stmt.where(Job.search_text.ilike(f"%{_escape_like(q)}%", escape="\\") | (Job.id == q))
     if cursor := request.args.get("cursor"):
         stmt = stmt.where(Job.id < cursor)
+    stmt = filter_by_metadata(stmt, request.args)
     rows = s.scalars(stmt).all()
     items = rows[:limit]
     next_cursor = items[-1].id if len(rows) > limit else None

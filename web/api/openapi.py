@@ -17,7 +17,7 @@ REF = "#/components/schemas/{model}"
 COMPONENTS: list[type[BaseModel]] = [
     A.JobCreate, A.JobOut, A.JobList, A.EventList, A.ResultOut, A.ArtifactList, A.ArtifactOut, A.ModelOut,
     A.ModelList, A.DatasetOut, A.DatasetList, A.Health, A.ErrorBody, A.DemoRequest, A.DemoOut,
-    A.FollowupRequest, *PARAMS_BY_KIND.values(),
+    A.FollowupRequest, *PARAMS_BY_KIND.values(), A.WebhookSecret, A.WebhookSettings, A.WebhookDeliveryList,
 ]  # fmt: skip
 
 
@@ -104,6 +104,7 @@ def _paths() -> dict:
                 "responses": {"201": _json(A.JobOut, "Created"), "200": _json(A.JobOut, "Existing (idempotent)"),
                               **_errors(413, 422, 429), **auth}},
             "get": {"summary": "List jobs, newest first", "parameters": list_q,
+                    "description": "Also `metadata.KEY=VALUE` (any number, AND-ed): jobs whose metadata has them.",
                     "responses": {"200": _json(A.JobList, "Jobs"), **_errors(422), **auth}},
         },
         "/jobs/{job_id}": {"get": {"summary": "A job", "parameters": job,
@@ -162,6 +163,29 @@ def _paths() -> dict:
     }  # fmt: skip
 
 
+def _webhook_paths() -> dict:
+    """The webhook endpoints (``web/api/webhooks.py``)."""
+    auth, job = _errors(401, 403), [_path_param("job_id")]
+    secret = {"200": _json(A.WebhookSecret, "The secret"), **auth}
+    settings = {"200": _json(A.WebhookSettings, "Webhook settings"), **auth}
+    return {
+        "/webhooks/secret": {
+            "get": {"summary": "Your webhook signing secret (whsec_…), made on first use", "responses": secret},
+            "post": {"summary": "Rotate your webhook signing secret", "responses": secret},
+        },
+        "/webhooks/settings": {
+            "get": {"summary": "Your default webhook URL", "responses": settings},
+            "put": {"summary": "Set or clear your default webhook URL", "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref(A.WebhookSettings)}}},
+                "responses": {**settings, **_errors(422)}},
+        },
+        "/jobs/{job_id}/webhooks": {"get": {"summary": "Webhook deliveries of a job, each with its attempts",
+                                            "parameters": job, "responses": {
+                                                "200": _json(A.WebhookDeliveryList, "Deliveries"),
+                                                **_errors(404), **auth}}},
+    }  # fmt: skip
+
+
 @lru_cache(maxsize=1)
 def document() -> dict:
     _, top = models_json_schema([(m, "validation") for m in COMPONENTS], ref_template=REF)
@@ -173,7 +197,7 @@ def document() -> dict:
         "servers": [{"url": "/api/v1"}],
         "components": {"schemas": defs, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_webhook_paths()},
     }
 
 
