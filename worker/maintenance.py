@@ -27,6 +27,7 @@ from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
 from shared.settings import get_settings
 from shared.timeutil import utcnow
+from worker.gpu_memory import gpu_memory_used
 
 logger = logging.getLogger(__name__)
 
@@ -155,15 +156,19 @@ def sweep_webhooks() -> int:
         return 0
 
 
-def beat(worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None) -> None:
+def beat(
+    worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None, gpu_memory: int | None = None
+) -> None:
     """Record this worker as alive (the system page and /health count workers seen recently)."""
     with session_scope() as s:
         stmt = pg_insert(Worker).values(
-            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job
-        )
+            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job,
+            gpu_memory_bytes=gpu_memory,
+        )  # fmt: skip
         s.execute(stmt.on_conflict_do_update(
             index_elements=[Worker.id],
-            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device},
+            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device,
+                  "gpu_memory_bytes": gpu_memory},
         ))  # fmt: skip
 
 
@@ -179,7 +184,7 @@ class Maintenance(threading.Thread):
         interval = get_settings().rescue_interval_seconds
         while not self.stop_event.is_set():
             try:
-                beat(self.worker_id, self.queues, self.device, self.pid)
+                beat(self.worker_id, self.queues, self.device, self.pid, gpu_memory=gpu_memory_used(self.device))
                 run_once()
             except Exception as exc:  # noqa: BLE001 - Postgres or Redis briefly down: try again next tick
                 logger.warning("maintenance pass failed: %s", exc)

@@ -1,4 +1,4 @@
-"""job metadata (GIN-indexed), webhook URLs and secrets, webhook deliveries and attempts
+"""job metadata (GIN-indexed), workers' GPU memory, webhook URLs and secrets, webhook deliveries and attempts
 
 Revision ID: 16a1
 Revises: 0001
@@ -27,6 +27,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_metadata", "jobs", ["metadata"], postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}
     )
+    op.add_column("workers", sa.Column("gpu_memory_bytes", sa.BigInteger(), nullable=True))
     op.add_column("users", sa.Column("webhook_secret", sa.String(length=100), nullable=True))
     op.add_column("users", sa.Column("webhook_url", sa.String(length=2048), nullable=True))
     op.create_table(
@@ -77,6 +78,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_deliveries")
+    op.drop_column("workers", "gpu_memory_bytes")
     op.drop_column("users", "webhook_url")
     op.drop_column("users", "webhook_secret")
     op.drop_index("ix_jobs_metadata", table_name="jobs")
