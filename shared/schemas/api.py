@@ -115,6 +115,10 @@ class ResultOut(BaseModel):
     text: str
     tokens: int
     finish_reason: str
+    ai_generated: Literal[True] = Field(True, description="always true: the text is machine-generated")
+    provenance: dict[str, Any] = Field(
+        description="model_id, model_name, job_id, seed, genqueue_version, created_at, label (shared/provenance.py)"
+    )
 
 
 class ArtifactOut(BaseModel):

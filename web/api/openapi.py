@@ -118,11 +118,13 @@ def _paths() -> dict:
             _query("type", {"type": "string"}, "Comma-separated: log, metric, status."), _int_query("limit", 1, 5000)],
             "responses": {"200": _json(A.EventList, "Events"), **_errors(404, 422), **auth}}},
         "/jobs/{job_id}/results": {"get": {"summary": "Generation results by prompt index", "parameters": [
-            *job, _query("format", {"type": "string", "enum": ["jsonl", "csv", "json"]}),
+            *job, _query("format", {"type": "string", "enum": ["jsonl", "csv", "json", "zip"]},
+                         "zip: results.jsonl and provenance.json"),
             _int_query("offset", 0), _int_query("limit", 1)],
             "responses": {"200": {"description": "JSONL, CSV or JSON", "content": {
                 "application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}}}}, **_errors(404, 422), **auth}}},
+                "application/json": {"schema": {"type": "object"}},
+                "application/zip": {"schema": {"type": "string", "format": "binary"}}}}, **_errors(404, 422), **auth}}},
         "/jobs/{job_id}/artifacts": {"get": {"summary": "Artifacts of a job", "parameters": job, "responses": {
             "200": _json(A.ArtifactList, "Artifacts"), **_errors(404), **auth}}},
         "/artifacts/{artifact_id}": {"get": {"summary": "Download an artifact", "parameters": [
