@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.cli import webhooks as webhooks_cli
 from shared.settings import get_settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -57,7 +58,10 @@ def _params(args) -> dict:
 
 
 def cmd_submit(args) -> int:
-    job = _client().submit(args.kind, _params(args), args.priority)
+    from shared.cli.webhooks import submit_extras
+
+    body = {"kind": args.kind, "params": _params(args), "priority": args.priority, **submit_extras(args)}
+    job = _client().post("/jobs", json=body)
     print(job["id"])
     return 0
 
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a job; prints its id")
     s.add_argument("kind"), s.add_argument("--params"), s.add_argument("--params-file")
     s.add_argument("--priority", type=int, default=0)
+    webhooks_cli.add_submit_options(s)
     s.set_defaults(fn=cmd_submit)
     for name, fn in (("status", cmd_status), ("cancel", cmd_cancel)):
         c = sub.add_parser(name)
@@ -225,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     ur = us.add_parser("revoke-token", help="revoke an API token (the token itself, or its id tok_…)")
     ur.add_argument("token")
     ur.set_defaults(fn=cmd_users_revoke)
+    webhooks_cli.add_parsers(sub)
     dm = sub.add_parser("demo", help="train + generate, text and images, on this machine's own data")
     dm.add_argument("--steps", type=int, default=300), dm.add_argument("--gan-steps", type=int, default=400)
     dm.add_argument("--timeout", type=float, default=1800)
