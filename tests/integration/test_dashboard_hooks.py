@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.unit.test_templates import login
@@ -42,3 +44,18 @@ def test_job_page_shows_metadata_and_webhook_deliveries(app, user, client, stack
     page = browser.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "&lt;b&gt;spring&lt;/b&gt;" in page and "<b>spring</b>" not in page  # escaped
     assert "job.succeeded" in page and "HTTP 500: nope" in page and "http://127.0.0.1:9/hook" in page
+
+
+def test_submit_form_takes_metadata_and_clone_keeps_it(app, user, client):
+    browser, csrf = login(app, user.token)
+    resp = browser.post("/submit", data={"csrf_token": csrf, "kind": "text.generate", "model": "gpt2",
+                                         "prompts": "a", "metadata": "campaign=spring\n\nnote = x=y\n"})  # fmt: skip
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:2000]
+    job_id = resp.headers["Location"].rsplit("/", 1)[-1]
+    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["metadata"] == {"campaign": "spring", "note": "x=y"}
+    clone = browser.get(f"/submit?clone={job_id}").get_data(as_text=True)
+    shown = re.search(r'<textarea id="f-metadata"[^>]*>([^<]*)</textarea>', clone).group(1)
+    assert sorted(shown.split("\n")) == ["campaign=spring", "note=x=y"]  # JSONB keeps its own key order
+    bad = browser.post("/submit", data={"csrf_token": csrf, "kind": "text.generate", "model": "gpt2",
+                                        "prompts": "a", "metadata": "no equals sign"})  # fmt: skip
+    assert bad.status_code == 422
