@@ -71,3 +71,24 @@ def test_the_retry_schedule_spans_about_a_day():
     assert webhooks.next_attempt_delay(1) == 5
     assert webhooks.next_attempt_delay(webhooks.MAX_ATTEMPTS) is None
     assert 24 * 3600 <= sum(webhooks.RETRY_SCHEDULE) <= 30 * 3600
+
+
+def test_the_readme_verification_snippet_verifies_genqueue_signatures():
+    """README's Webhooks section shows receivers how to verify; run that very code against our signer."""
+    import re
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Webhooks") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    secret, body = webhooks.new_secret(), b'{"type":"job.failed"}'
+    hdrs = webhooks.headers(secret, "msg_x", body)
+    assert namespace["verify"](secret, hdrs, body) == {"type": "job.failed"}
+    with pytest.raises(ValueError, match="bad signature"):
+        namespace["verify"](webhooks.new_secret(), hdrs, body)
+    stale = webhooks.headers(secret, "msg_x", body, timestamp=int(time.time()) - 3600)
+    with pytest.raises(ValueError, match="stale"):
+        namespace["verify"](secret, stale, body)
