@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared import webhooks
 from shared.db import session_scope
@@ -23,11 +23,21 @@ logger = logging.getLogger(__name__)
 
 
 def secret_for(s, owner_id: str) -> str:
-    """The owner's ``whsec_`` secret, made now if they never asked for one (they can read it with the API)."""
-    user = s.get(User, owner_id, with_for_update=True)
-    if not user.webhook_secret:
-        user.webhook_secret = webhooks.new_secret()
-    return user.webhook_secret
+    """The owner's ``whsec_`` secret, made now if they never asked for one (they can read it with the API).
+
+    Read without a lock: the delivery's transaction stays open during the POST, and must not hold up the owner's
+    other deliveries or their secret's rotation. A missing secret is made in its own short transaction.
+    """
+    secret = s.scalar(select(User.webhook_secret).where(User.id == owner_id))
+    if secret:
+        return secret
+    with session_scope() as other:
+        other.execute(
+            update(User).where(User.id == owner_id, User.webhook_secret.is_(None))
+            .values(webhook_secret=webhooks.new_secret())
+        )  # fmt: skip
+    with session_scope() as other:
+        return other.scalar(select(User.webhook_secret).where(User.id == owner_id))
 
 
 def deliver(delivery_id: str, attempts: int) -> str:
