@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Scratch GPT-2 sizes (``text.train`` with ``base_model: "scratch"``): the API's ``size`` choices and the shapes the
+# worker builds. ``n_positions`` is the context; a longer ``block_size`` widens it.
+LM_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 128, "n_positions": 256},
+    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384, "n_positions": 512},
+    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
+}
+
 
 @dataclass(frozen=True)
 class TextTrainDefaults:

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="connect and read timeout of one webhook attempt"
     )
+    retention_days: int = Field(0, ge=0, description="> 0: finished jobs older than this are deleted (0: kept)")
 
     @field_validator("worker_queues", "webhook_allow_nets", mode="before")
     @classmethod

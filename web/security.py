@@ -20,6 +20,8 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-act
 # multipart framing and form fields); each type's own cap is enforced while the file is streamed to disk.
 UPLOAD_ENDPOINTS = frozenset({"api.upload_dataset", "dashboard.datasets", "dashboard.submit"})
 MULTIPART_OVERHEAD = 1 << 20
+# Pages under /api/ (the browsable reference): they get the dashboard's headers, which let them load their assets.
+PAGE_ENDPOINTS = frozenset({"dashboard.api_docs"})
 
 
 def init_app(app: Flask) -> None:
@@ -36,7 +38,7 @@ def _body_cap() -> None:
 
 def _api_headers(resp: Response) -> Response:
     """Every API response (errors included): no sniffing, no rendering, no framing, no shared caching."""
-    if not request.path.startswith(API_PREFIX):
+    if not request.path.startswith(API_PREFIX) or request.endpoint in PAGE_ENDPOINTS:
         return resp
     resp.headers["Content-Security-Policy"] = API_CSP
     resp.headers["X-Content-Type-Options"] = "nosniff"

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared import lifecycle, webhooks
 from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
+from shared.cleanup import prune_expired
 from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
 from shared.settings import get_settings
@@ -138,9 +139,10 @@ def run_once() -> tuple[int, int] | None:
         if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar():
             return None
         try:
-            rescued, sent = rescue_expired(), reconcile()
+            result = rescue_expired(), reconcile()
+            prune_expired()  # GENQUEUE_RETENTION_DAYS: finished jobs past it are deleted (off by default)
             sweep_webhooks()
-            return rescued, sent
+            return result
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             conn.commit()

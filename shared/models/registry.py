@@ -15,6 +15,8 @@ class ModelKind:
     CAUSAL_LM = "causal-lm"
     GAN_GENERATOR = "gan-generator"
 
+    ALL = (CAUSAL_LM, GAN_GENERATOR)
+
 
 class ModelSource:
     HUB = "hub"

@@ -10,6 +10,7 @@ from shared.schemas.params import PARAMS_BY_KIND
 
 Kind = Literal["text.generate", "text.train", "image.train_gan", "image.generate"]
 Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+DatasetKind = Literal["text", "images"]
 WebhookEvent = Literal["running", "succeeded", "failed", "cancelled"]
 METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 METADATA_KEY_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
@@ -107,6 +108,34 @@ class EventList(BaseModel):
     next_after: int | None
 
 
+class JobDeleted(BaseModel):
+    """``DELETE /jobs/{id}``: what went. A trained model is kept (``models_deleted`` false) unless ``with_model``."""
+
+    id: str
+    deleted: bool
+    artifacts: int
+    model_ids: list[str]
+    models_deleted: bool
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class MetricSeries(BaseModel):
+    steps: list[int]
+    values: list[float]
+    points: int = Field(description="Points in the series before downsampling.")
+
+
+class MetricsOut(BaseModel):
+    """Metric series by name; long series are downsampled to the min and max of each step bucket."""
+
+    job_id: str
+    series: dict[str, MetricSeries]
+
+
 class ResultOut(BaseModel):
     index: int
     sequence: int
@@ -160,7 +189,7 @@ class ModelList(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
-    kind: Literal["text", "images"]
+    kind: DatasetKind
     format: str
     size: int
     sha256: str

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared.defaults import GAN_TRAIN, TEXT_TRAIN
+from shared.defaults import GAN_TRAIN, LM_PRESETS, TEXT_TRAIN
 
 MAX_NEW_TOKENS = 4096
 MAX_IMAGE_COUNT = 1024
@@ -90,7 +90,7 @@ class TextTrainParams(TrainingParams):
     default_max_steps: ClassVar[int] = TEXT_TRAIN.max_steps
 
     base_model: Ref = Field("scratch", description='"scratch", a hub id, or a registry model id or name.')
-    size: Literal["tiny", "small", "gpt2-124m"] | None = Field(None, description="Preset for scratch models.")
+    size: Literal[tuple(LM_PRESETS)] | None = Field(None, description="Preset for scratch models.")
     n_layer: int | None = Field(None, ge=1, le=48)
     n_head: int | None = Field(None, ge=1, le=64)
     n_embd: int | None = Field(None, ge=8, le=4096)

@@ -22,10 +22,12 @@ def _artifacts(stack, job_id: str) -> list[tuple]:
 def test_rescued_job_keeps_each_artifact_once_and_fences_the_old_attempt(fstack, workers, fuser):
     from worker.fencing import Fenced
     from worker.maintenance import rescue_expired
-    from worker.runtime import claim
+    from worker.runtime import KindPolicy, claim
+
+    policy = KindPolicy(default_timeout_seconds=3600)
 
     job_id = insert_job(fstack, fuser.id, "image.generate", {"model": "m", "count": 2}, publish=False)
-    first = claim(job_id, "test-worker-1", "cpu")
+    first = claim(job_id, "test-worker-1", "cpu", policy)
     assert first is not None and first.attempt == 1
     one = first.add_artifact("image-0000.png", b"from attempt one", role="image")
 
@@ -35,7 +37,7 @@ def test_rescued_job_keeps_each_artifact_once_and_fences_the_old_attempt(fstack,
     assert (job(fstack, job_id)["status"], job(fstack, job_id)["attempt"]) == ("queued", 2)
     with fstack.engine().begin() as c:  # skip the retry backoff
         c.execute(text("UPDATE jobs SET not_before = NULL WHERE id = :id"), {"id": job_id})
-    second = claim(job_id, "test-worker-2", "cpu")
+    second = claim(job_id, "test-worker-2", "cpu", policy)
     assert second is not None and second.attempt == 2
 
     assert second.add_artifact("image-0000.png", b"from attempt two!", role="image") == one  # kept, not doubled

@@ -52,6 +52,8 @@ def test_list_newest_first_with_filters_search_and_cursor(client, tiny_model):
     assert client.get("/api/v1/jobs?q=50%25_off").get_json()["items"] == []
     assert len(client.get("/api/v1/jobs?status=queued&kind=text.generate").get_json()["items"]) == 5
     assert client.get("/api/v1/jobs?kind=text.train").get_json()["items"] == []
+    bad = client.get("/api/v1/jobs?status=queued,finished")
+    assert bad.status_code == 422 and bad.get_json()["error"]["code"] == "invalid_query"
 
 
 def test_retry_creates_a_new_job_with_the_same_params(client, tiny_model):

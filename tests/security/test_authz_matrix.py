@@ -1,6 +1,7 @@
 """The authorization matrix: every API endpoint refuses anonymous callers (401) and revoked tokens (403); another
-user's job, events, results, artifacts, cancel, retry, dataset and model are 404 (not 403: existence is not leaked);
-an admin may do all of it; built-in models are visible to everyone.
+user's job, events, metrics, results, artifacts, cancel, retry, delete, dataset (get, delete) and model (get,
+download) are 404 (not 403: existence is not leaked) and change nothing; an admin may do all of it; built-in models
+are visible to everyone.
 """
 
 from __future__ import annotations
@@ -84,11 +85,17 @@ OTHERS = [
     ("GET", "/jobs/{job_id}/results?format=csv"),
     ("GET", "/jobs/{job_id}/artifacts"),
     ("GET", "/jobs/{job_id}/webhooks"),
+    ("GET", "/jobs/{job_id}/artifacts?role=output"),
+    ("GET", "/jobs/{job_id}/metrics"),
     ("GET", "/artifacts/{artifact_id}"),
     ("POST", "/jobs/{job_id}/cancel"),
     ("POST", "/jobs/{job_id}/retry"),
     ("GET", "/datasets/{dataset_id}"),
     ("GET", "/models/{model_id}"),
+    ("GET", "/models/{model_id}/download"),
+    ("DELETE", "/jobs/{job_id}"),
+    ("DELETE", "/jobs/{job_id}?with_model=true"),
+    ("DELETE", "/datasets/{dataset_id}"),
 ]
 
 
@@ -101,8 +108,9 @@ def test_another_users_objects_are_404(app, world, stack):
         body = resp.get_data(as_text=True)
         assert resp.get_json()["error"]["code"] == "not_found"
         assert "secret" not in body and "alice" not in body
-    assert job_count() == before  # bob's retry created nothing
+    assert job_count() == before  # bob's retry created nothing, his deletes removed nothing
     assert alice_job_status(world) == "queued"  # and his cancel changed nothing
+    assert alice_has_dataset_and_model(world)
     # Looking the model up by name is no different from by id.
     assert bob.get(f"/api/v1/models/{world['model_name']}").status_code == 404
 
@@ -110,6 +118,22 @@ def test_another_users_objects_are_404(app, world, stack):
 def alice_job_status(world) -> str:
     with session_scope() as s:
         return s.get(Job, world["job_id"]).status
+
+
+def alice_has_dataset_and_model(world) -> bool:
+    from shared.models import Dataset
+
+    with session_scope() as s:
+        return s.get(Dataset, world["dataset_id"]) is not None and s.get(Model, world["model_id"]) is not None
+
+
+def test_another_users_models_are_not_listed_by_kind(app, world, stack):
+    bob = client_for(app, stack.make_user("bob").token)
+    models = bob.get("/api/v1/models?kind=causal-lm").get_json()["items"]
+    assert models and world["model_id"] not in {m["id"] for m in models}
+    assert bob.get("/api/v1/datasets?kind=text").get_json()["items"] == []
+    for path in ("/api/v1/models?kind=bogus", "/api/v1/datasets?kind=bogus"):
+        assert bob.get(path).status_code == 422 and bob.get(path).get_json()["error"]["code"] == "invalid_query"
 
 
 def test_lists_are_scoped_to_the_owner(app, world, stack):
@@ -126,11 +150,13 @@ def test_lists_are_scoped_to_the_owner(app, world, stack):
 
 def test_another_users_model_and_dataset_cannot_be_used(app, world, stack):
     bob = client_for(app, stack.make_user("bob").token)
-    gen = bob.post("/api/v1/jobs", json={"kind": "text.generate",
-                                         "params": {"model": world["model_name"], "prompts": ["hi"]}})  # fmt: skip
+    gen = bob.post(
+        "/api/v1/jobs", json={"kind": "text.generate", "params": {"model": world["model_name"], "prompts": ["hi"]}}
+    )
     assert gen.status_code == 422 and "unknown model" in gen.get_json()["error"]["message"]
-    gen = bob.post("/api/v1/jobs", json={"kind": "text.generate",
-                                         "params": {"model": "gpt2", "dataset_id": world["dataset_id"]}})  # fmt: skip
+    gen = bob.post(
+        "/api/v1/jobs", json={"kind": "text.generate", "params": {"model": "gpt2", "dataset_id": world["dataset_id"]}}
+    )
     assert gen.status_code == 422 and "unknown dataset" in gen.get_json()["error"]["message"]
     train = bob.post("/api/v1/jobs", json={"kind": "text.train", "params": {"dataset_id": world["dataset_id"]}})
     assert train.status_code == 422
@@ -148,9 +174,9 @@ def test_builtin_models_are_visible_to_everyone(app, world, stack):
 
 def test_admin_may_see_and_act_on_everything(app, world, admin):
     root = client_for(app, admin.token)
-    expect = {"GET": 200, "POST": None}
+    expect = {"GET": 200}
     for method, template in OTHERS:
-        if method == "POST":
+        if method != "GET":
             continue
         resp = root.open(fill(template, world), method=method)
         assert resp.status_code == expect[method], (template, resp.status_code)
@@ -161,8 +187,11 @@ def test_admin_may_see_and_act_on_everything(app, world, admin):
     assert world["model_id"] in {m["id"] for m in root.get("/api/v1/models").get_json()["items"]}
     retried = root.post(fill("/jobs/{job_id}/retry", world))
     assert retried.status_code == 201 and retried.get_json()["retry_of"] == world["job_id"]
+    assert root.delete(fill("/jobs/{job_id}", world)).status_code == 409  # seen, but still queued
     assert root.post(fill("/jobs/{job_id}/cancel", world)).status_code == 202
     assert alice_job_status(world) == "cancelled"
+    assert root.delete(fill("/datasets/{dataset_id}", world)).status_code == 200
+    assert root.delete(fill("/jobs/{job_id}", world)).status_code == 200
 
 
 def test_owner_may_do_everything_with_their_own(client, world):
@@ -170,7 +199,10 @@ def test_owner_may_do_everything_with_their_own(client, world):
         if method == "GET":
             assert client.get(fill(template, world)).status_code == 200, template
     assert client.post(fill("/jobs/{job_id}/retry", world)).status_code == 201
+    assert client.delete(fill("/jobs/{job_id}", world)).status_code == 409  # queued: cancel first
     assert client.post(fill("/jobs/{job_id}/cancel", world)).status_code == 202
+    assert client.delete(fill("/jobs/{job_id}", world)).status_code == 200
+    assert client.delete(fill("/datasets/{dataset_id}", world)).status_code == 200
 
 
 def test_webhook_secrets_and_settings_are_per_user(app, world, user, stack):

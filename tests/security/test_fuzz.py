@@ -14,14 +14,12 @@ parametrized here and each one is driven with ``operation.as_strategy()`` and ``
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from web.api.openapi import document
 
@@ -38,6 +36,11 @@ WITH_INPUT = [(m, p) for m, p in OPERATIONS if {"parameters", "requestBody"} & s
 # an upload must hold a supported file; a demo follow-up needs a training job; a webhook URL must resolve to a public
 # address. Those answers are 422 by design; every other check still applies.
 SEMANTIC_422 = {("POST", "/jobs"), ("POST", "/datasets"), ("POST", "/demo/followup"), ("PUT", "/webhooks/settings")}
+# The API ignores query parameters it does not know, as HTTP APIs commonly do. Schemathesis counts adding one as
+# invalid input; for these lists the only other thing to get wrong is the `kind` enum, so that is nearly all it sends.
+# Their status codes, content types and bodies are still checked; a bad `kind` is tested in test_authz_matrix and a
+# bad `status` on the jobs list in test_jobs_api.
+UNKNOWN_QUERY_IGNORED = {("GET", "/datasets"), ("GET", "/models"), ("GET", "/jobs")}
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def api_schema(app, user, stack, monkeypatch):
     """The document as the running app serves it; the rate limit is off (the fuzzer is one very busy user)."""
     from shared.settings import get_settings
 
-    relaxed = replace(get_settings(), rate_limit_per_minute=0)
+    relaxed = get_settings().model_copy(update={"rate_limit_per_minute": 0})
     monkeypatch.setattr("web.services.limits.get_settings", lambda: relaxed)
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
 
@@ -62,8 +65,9 @@ def strategy(operation, mode: GenerationMode, ids: dict[str, str]):
 
 def run(operation, token: str, cases, examples: int, excluded: list | None = None) -> None:
     @given(case=cases)
-    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-              database=None)  # fmt: skip
+    @settings(
+        max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    )
     def check(case):
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded or [])
 
@@ -80,4 +84,5 @@ def test_valid_requests_conform(api_schema, user, world, method, path):
 @pytest.mark.parametrize(("method", "path"), WITH_INPUT, ids=[f"{m} {p}" for m, p in WITH_INPUT])
 def test_invalid_requests_are_refused_never_5xx(api_schema, user, world, method, path):
     operation = api_schema[path][method]
-    run(operation, user.token, strategy(operation, GenerationMode.NEGATIVE, world), NEGATIVE_EXAMPLES)
+    excluded = [negative_data_rejection] if (method, path) in UNKNOWN_QUERY_IGNORED else []
+    run(operation, user.token, strategy(operation, GenerationMode.NEGATIVE, world), NEGATIVE_EXAMPLES, excluded)

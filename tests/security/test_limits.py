@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 
 import pytest
 
@@ -17,7 +16,7 @@ def settings_for(monkeypatch):
     """Patch the settings one module sees: ``settings_for("web.services.limits", max_queued_per_user=2)``."""
 
     def set_(module: str, **values):
-        changed = replace(get_settings(), **values)
+        changed = get_settings().model_copy(update=values)
         monkeypatch.setattr(f"{module}.get_settings", lambda: changed)
 
     return set_

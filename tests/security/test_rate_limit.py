@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ def limits(monkeypatch):
     ratelimit.reset_breaker()
 
     def set_(**values):
-        changed = replace(get_settings(), **values)
+        changed = get_settings().model_copy(update=values)
         monkeypatch.setattr("web.services.limits.get_settings", lambda: changed)
 
     yield set_

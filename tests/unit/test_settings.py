@@ -37,6 +37,7 @@ def test_defaults_and_parsing(monkeypatch, tmp_path):
     monkeypatch.setenv("GENQUEUE_WORKER_QUEUES", "cpu, gpu,")
     monkeypatch.setenv("GENQUEUE_GAN_CPU_BF16", "0")
     monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
+    monkeypatch.delenv("REDIS_URL", raising=False)
     s = load_settings()
     assert s.port == 5000 and s.client_url == "http://127.0.0.1:5000"
     assert s.worker_queues == ("cpu", "gpu") and s.gan_cpu_bf16 is False

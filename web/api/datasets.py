@@ -1,16 +1,20 @@
-"""Datasets: upload (multipart ``file``) and list."""
+"""Datasets: upload (multipart ``file``), list, get, delete."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 from flask import g, jsonify, request
 from sqlalchemy import select
 
 from shared.models import Dataset
+from shared.schemas.api import DatasetKind
 from web.api import bp
 from web.db import db_session
 from web.errors import Invalid, NotFound
 from web.security import bad_text
 from web.serializers import dataset_json
+from web.services.cleanup import delete_dataset
 from web.services.datasets import upload
 from web.services.limits import check_rate
 
@@ -31,6 +35,8 @@ def list_datasets():
     if not g.user.is_admin:
         stmt = stmt.where(Dataset.owner_id == g.user.id)
     if kind := request.args.get("kind"):
+        if kind not in get_args(DatasetKind):
+            raise Invalid(f"`kind` must be one of {', '.join(get_args(DatasetKind))}", code="invalid_query")
         stmt = stmt.where(Dataset.kind == kind)
     return jsonify({"items": [dataset_json(d) for d in db_session().scalars(stmt)], "next_cursor": None})
 
@@ -44,3 +50,9 @@ def get_dataset(dataset_id: str):
     if ds is None:
         raise NotFound(f"no dataset {dataset_id!r}")
     return jsonify(dataset_json(ds))
+
+
+@bp.delete("/datasets/<dataset_id>")
+def remove_dataset(dataset_id: str):
+    delete_dataset(db_session(), g.user, dataset_id)
+    return jsonify({"id": dataset_id, "deleted": True})

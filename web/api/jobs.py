@@ -1,4 +1,4 @@
-"""Jobs: create, list, get, cancel, retry, events, results, artifacts."""
+"""Jobs: create, list, get, cancel, retry, delete, events, metrics, results, artifacts."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from web.db import db_session
 from web.errors import Invalid, NotFound
 from web.security import bad_text, json_body
 from web.serializers import artifact_json, event_json, job_json, result_json
+from web.services.cleanup import delete_job
 from web.services.jobs import cancel_job, create_job, get_job, retry_job
 from web.services.limits import check_submission
 from web.services.metadata import filter_by_metadata
+from web.services.metrics import metric_series
 from web.services.provenance import job_provenance, results_zip
 
 
@@ -87,6 +89,15 @@ def retry(job_id: str):
     return jsonify(job_json(retry_job(s, g.user, job_id))), 201
 
 
+@bp.delete("/jobs/<job_id>")
+def delete(job_id: str):
+    with_model = request.args.get("with_model", "false")
+    if with_model not in ("true", "false", "1", "0"):
+        raise Invalid("`with_model` must be true or false", code="invalid_query")
+    gone = delete_job(db_session(), g.user, job_id, with_model=with_model in ("true", "1"))
+    return jsonify({"id": job_id, "deleted": True, **{k: v for k, v in gone.items() if k != "job_id"}})
+
+
 MAX_INT = 2**63 - 1  # what a Postgres bigint (an id, an OFFSET, a LIMIT) can hold
 
 
@@ -114,6 +125,15 @@ def events(job_id: str):
     rows = s.scalars(stmt.order_by(JobEvent.id).limit(limit)).all()
     next_after = rows[-1].id if rows else after
     return jsonify({"items": [event_json(e) for e in rows], "next_after": next_after})
+
+
+@bp.get("/jobs/<job_id>/metrics")
+def metrics(job_id: str):
+    """Every metric series of the job by step, downsampled to about ``points`` points (min/max per bucket)."""
+    s = db_session()
+    get_job(s, g.user, job_id)
+    points = _int_arg("points", 2000, minimum=10, maximum=20_000)
+    return jsonify({"job_id": job_id, "series": metric_series(s, job_id, max(1, points // 2))})
 
 
 @bp.get("/jobs/<job_id>/results")
@@ -172,5 +192,11 @@ def download_artifact(artifact_id: str):
     if request.args.get("inline", "0") not in ("0", "1"):
         raise Invalid("`inline` must be 0 or 1", code="invalid_query")
     inline = request.args.get("inline") == "1" and art.content_type.startswith("image/")
-    return send_file(ArtifactStore().path(art.path), mimetype=art.content_type, as_attachment=not inline,
-                     download_name=art.name, etag=art.sha256, max_age=3600)  # fmt: skip
+    return send_file(
+        ArtifactStore().path(art.path),
+        mimetype=art.content_type,
+        as_attachment=not inline,
+        download_name=art.name,
+        etag=art.sha256,
+        max_age=3600,
+    )

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("dashboard", __name__)
 
-from web.dashboard import account, pages, security, submit  # noqa: E402,F401  (routes and hooks register on bp)
+from web.dashboard import account, compare, docs, pages, security, submit  # noqa: E402,F401  (routes and hooks register on bp)

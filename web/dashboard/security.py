@@ -16,11 +16,21 @@ from web.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_ENDPOINTS = {"dashboard.login"}
-CSP = "; ".join([
-    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:", "connect-src 'self'",
-    "font-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'",
-])  # fmt: skip
+PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.api_docs"}
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 class SessionInterface(SecureCookieSessionInterface):

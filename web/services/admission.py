@@ -46,7 +46,7 @@ def _dataset(s: Session, user: User, ds_id: str, kind: str, field: str) -> Datas
     stmt = select(Dataset).where(Dataset.id == ds_id)
     if not user.is_admin:
         stmt = stmt.where(Dataset.owner_id == user.id)
-    ds = s.scalars(stmt).first()
+    ds = s.scalars(stmt.with_for_update(read=True)).first()  # held until the job row commits: no delete between
     if ds is None:
         raise field_error(field, f"unknown dataset {ds_id!r}")
     if ds.kind != kind:

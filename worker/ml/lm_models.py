@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from shared.defaults import LM_PRESETS
 from shared.weights import context_length_of
 from worker.ml.tokenizer import train_bpe_tokenizer
 
@@ -26,12 +27,7 @@ logger = logging.getLogger(__name__)
 
 SCRATCH = "scratch"
 
-# n_positions is the context the model is built with; a longer block_size widens it (see preset_config).
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 128, "n_positions": 256},
-    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384, "n_positions": 512},
-    "gpt2-124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024},
-}
+PRESETS = LM_PRESETS  # n_positions is widened to a longer block_size (see preset_config)
 
 
 class BlockSizeTooLarge(ValueError):

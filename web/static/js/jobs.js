@@ -4,6 +4,26 @@
   const GQ = window.GQ;
   const INTERVAL = 2000;
 
+  /** The "Compare selected" button: enabled for 2–6 ticked jobs of one kind, with a hint saying why not. */
+  function setupCompare(tbody) {
+    const button = document.getElementById("compare-button");
+    const hint = document.getElementById("compare-hint");
+    if (!button) return;
+    const initial = hint.textContent;
+    function update() {
+      const picked = Array.from(tbody.querySelectorAll('input[name="jobs"]:checked'));
+      const kinds = new Set(picked.map((box) => box.dataset.kind));
+      let why = "";
+      if (picked.length < 2) why = picked.length ? "Tick at least one more job." : initial;
+      else if (picked.length > 6) why = "At most 6 jobs at a time (" + picked.length + " ticked).";
+      else if (kinds.size > 1) why = "Pick jobs of one kind (these are " + Array.from(kinds).map(GQ.kindLabel).join(", ") + ").";
+      button.disabled = why !== "";
+      hint.textContent = why || "Compare " + picked.length + " × " + GQ.kindLabel(picked[0].dataset.kind) + ".";
+    }
+    tbody.addEventListener("change", update);
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const root = document.getElementById("jobs");
     if (!root) return;
@@ -38,7 +58,10 @@
       const link = GQ.el("a", { class: "mono", href: "/jobs/" + encodeURIComponent(job.id), title: job.id,
         "aria-label": "Job " + job.id }, GQ.shortId(job.id));
       const model = GQ.modelLabel(job);
+      const pick = GQ.el("input", { type: "checkbox", form: "compare-form", name: "jobs", value: job.id,
+        dataset: { kind: job.kind }, "aria-label": "Select job " + job.id + " to compare" });
       return GQ.el("tr", { dataset: { jobId: job.id, status: job.status } },
+        cell("Compare", "cell-select", pick),
         cell("Job", "cell-id", link),
         cell("Kind", "cell-kind", GQ.kindLabel(job.kind)),
         cell("Status", "cell-status", GQ.statusBadge(job.status)),
@@ -87,6 +110,7 @@
       root.dataset.polling = on ? "1" : "0";
     }
 
+    setupCompare(tbody);
     if (!visibleActive()) { setPolling(false); return; }
     setPolling(true);
     GQ.poll(async function () {

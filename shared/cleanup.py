@@ -1,0 +1,137 @@
+"""Deleting finished jobs and unused datasets: rows and stored files, one code path for the API and retention.
+
+A job's row goes with its events, results and artifact rows (``ON DELETE CASCADE``); its files (artifacts,
+checkpoints, the working directory ``jobs/<id>/``) go from the artifact store once the transaction has committed, so
+a failed delete never leaves rows pointing at missing files. A registry model the job trained lives in that working
+directory: it is kept (moved to ``models/<id>/``) unless the caller asks for it to go too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy.orm import Session
+
+from shared.artifacts import ArtifactStore
+from shared.db import session_scope
+from shared.models import Artifact, Dataset, Job, Model, ModelSource
+from shared.models.jobs import ACTIVE, TERMINAL
+from shared.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+PRUNE_BATCH = 50
+PRUNE_EVERY_SECONDS = 60.0
+_last_periodic = -PRUNE_EVERY_SECONDS
+ANY_STRING_EQUAL = literal_column("'$.** ? (@ == $ref)'::jsonpath")  # any value, at any depth, equal to $ref
+
+
+def jobs_using(s: Session, *refs: str) -> list[str]:
+    """Ids of queued or running jobs whose params (at any depth) or dataset name one of ``refs``."""
+    refs = tuple(r for r in refs if r)
+    if not refs:
+        return []
+    # jsonb_path_exists: any string in the params equal to one of the refs (a model id or name, a dataset id).
+    in_params = [
+        func.jsonb_path_exists(Job.params, ANY_STRING_EQUAL, func.jsonb_build_object("ref", ref)) for ref in refs
+    ]
+    stmt = select(Job.id).where(Job.status.in_(ACTIVE), or_(Job.dataset_id.in_(refs), *in_params))
+    return list(s.scalars(stmt.limit(20)))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return root == path or root in path.parents
+
+
+def _keep_model(store: ArtifactStore, model: Model, job_dir: Path) -> tuple[Path, Path] | None:
+    """Move a trained model out of the job's directory (to ``models/<id>``); returns (from, to) to undo."""
+    if not model.path or not _inside(Path(model.path).resolve(), job_dir):
+        return None
+    src, dst = Path(model.path).resolve(), store.path(f"models/{model.id}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)  # same file system: atomic, and a loader holding open files keeps reading them
+    model.path = str(dst)
+    return src, dst
+
+
+def purge_job(s: Session, job: Job, *, with_model: bool = False) -> dict:
+    """Delete a finished ``job`` (the caller checked it is finished and locked its row) and commit.
+
+    Returns what went: ``{"job_id", "artifacts", "model_id" (kept or deleted), "model_deleted"}``.
+    """
+    store = ArtifactStore()
+    job_dir = store.path(f"jobs/{job.id}")
+    paths = [f"jobs/{job.id}", *s.scalars(select(Artifact.path).where(Artifact.job_id == job.id))]
+    models = s.scalars(select(Model).where(Model.job_id == job.id, Model.source == ModelSource.TRAINED)).all()
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for model in models:
+            if with_model:
+                if model.path and _inside(Path(model.path).resolve(), store.root):
+                    paths.append(str(Path(model.path).resolve().relative_to(store.root)))
+                s.delete(model)
+            elif (undo := _keep_model(store, model, job_dir)) is not None:
+                moved.append(undo)
+        s.delete(job)
+        s.commit()
+    except BaseException:
+        s.rollback()
+        for src, dst in moved:
+            os.replace(dst, src)
+        raise
+    for rel in dict.fromkeys(paths):
+        store.delete(rel)
+    logger.info("deleted job %s (%d stored paths)", job.id, len(paths))
+    return {
+        "job_id": job.id,
+        "artifacts": len(paths) - 1,
+        "model_ids": [m.id for m in models],
+        "models_deleted": with_model and bool(models),
+    }
+
+
+def purge_dataset(s: Session, ds: Dataset) -> None:
+    """Delete a dataset's row and its stored file (the caller checked no active job uses it) and commit."""
+    rel = str(Path(ds.path).parent) if Path(ds.path).parent.name == ds.id else ds.path
+    s.delete(ds)
+    s.commit()
+    ArtifactStore().delete(rel)
+
+
+def prune_expired(days: int | None = None) -> int:
+    """Delete up to ``PRUNE_BATCH`` jobs that finished more than ``days`` (``GENQUEUE_RETENTION_DAYS``) ago.
+
+    Off when the setting is 0. Their registry models are kept. Run by the maintenance loop (one worker at a time,
+    at most once a minute per process when ``days`` comes from the setting); returns how many jobs were deleted.
+    """
+    global _last_periodic
+    periodic = days is None
+    days = get_settings().retention_days if periodic else days
+    if days <= 0:
+        return 0
+    if periodic:  # the maintenance loop passes every few seconds; a retention of days needs no more than a minute
+        if time.monotonic() - _last_periodic < PRUNE_EVERY_SECONDS:
+            return 0
+        _last_periodic = time.monotonic()
+    cutoff = func.now() - timedelta(days=days)
+    finished = select(Job).where(Job.status.in_(TERMINAL), Job.finished_at < cutoff)
+    deleted = 0
+    with session_scope() as s:
+        ids = list(s.scalars(finished.with_only_columns(Job.id).order_by(Job.finished_at).limit(PRUNE_BATCH)))
+        for job_id in ids:  # one transaction each, the row locked (a concurrent DELETE of the same job skips it)
+            job = s.scalars(finished.where(Job.id == job_id).with_for_update(skip_locked=True)).first()
+            if job is not None:
+                purge_job(s, job)
+                deleted += 1
+            else:
+                s.rollback()
+    if periodic and deleted == PRUNE_BATCH:  # a backlog: the next pass goes on at once
+        _last_periodic = -PRUNE_EVERY_SECONDS
+    if deleted:
+        logger.info("retention: deleted %d job(s) finished over %d day(s) ago", deleted, days)
+    return deleted
