@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.models import Model
-from shared.registration import PICKLE_SUFFIXES
+from shared.weights import PICKLE_SUFFIXES
 from web.errors import Conflict
 
 CHUNK = 1 << 20
