@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -46,9 +47,13 @@ def test_submit_with_metadata(served, capsys, client):
         main(["submit", "text.generate", "--metadata", "novalue"])
 
 
-def test_a_refused_webhook_url_is_a_clear_cli_error(served, capsys, monkeypatch):
-    monkeypatch.delenv("GENQUEUE_WEBHOOK_ALLOW_NETS")
+def test_a_refused_webhook_url_is_a_clear_cli_error(served, capsys):
+    saved = os.environ.pop("GENQUEUE_WEBHOOK_ALLOW_NETS")
     get_settings.cache_clear()
-    code = main(["submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
-                 "--webhook-url", "http://127.0.0.1:9/hook"])  # fmt: skip
-    assert code == 2 and "GENQUEUE_WEBHOOK_ALLOW_NETS" in capsys.readouterr().err
+    try:
+        code = main(["submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
+                     "--webhook-url", "http://127.0.0.1:9/hook"])  # fmt: skip
+    finally:  # put back before any teardown reads the settings again
+        os.environ["GENQUEUE_WEBHOOK_ALLOW_NETS"] = saved
+        get_settings.cache_clear()
+    assert code == 6 and "GENQUEUE_WEBHOOK_ALLOW_NETS" in capsys.readouterr().err  # 6: rejected input (422)

@@ -3,6 +3,8 @@ parser), guarded by an admin token or GENQUEUE_METRICS_TOKEN; HTTP requests coun
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
@@ -46,7 +48,10 @@ def seeded(stack, user, held_queue):
             "INSERT INTO workers (id, queues, device, pid, last_seen, gpu_memory_bytes) VALUES "
             "('m1@a', 'gpu,cpu', 'cuda:0', 1, now(), 1048576), ('m2@b', 'cpu', 'cpu', 2, now(), NULL), "
             "('gone@c', 'cpu', 'cpu', 3, now() - interval '1 day', NULL)"))  # fmt: skip
-    return {"queued": queued, "done": done}
+        real = c.execute(text(
+            "SELECT count(*) FROM workers WHERE id NOT IN ('m1@a', 'm2@b', 'gone@c') AND device = 'cpu' "
+            "AND queues LIKE '%cpu%' AND last_seen > now() - interval '8 seconds'")).scalar()  # fmt: skip
+    return {"queued": queued, "done": done, "real_cpu_workers": real}
 
 
 def test_job_queue_and_worker_metrics_come_from_postgres(app, admin, seeded):
@@ -62,7 +67,8 @@ def test_job_queue_and_worker_metrics_come_from_postgres(app, admin, seeded):
     assert value(m, "genqueue_job_queue_wait_seconds_bucket", kind="text.generate", le="15.0") == 2
     assert value(m, "genqueue_tokens_generated_total") == 42
     assert value(m, "genqueue_tokens_per_second") == pytest.approx(42 / 60)
-    assert value(m, "genqueue_workers_alive", queue="cpu", device="cpu") == 1  # the stale one is not counted
+    # The stale one is not counted; a session worker (a real one, if another test started it) is.
+    assert value(m, "genqueue_workers_alive", queue="cpu", device="cpu") == 1 + seeded["real_cpu_workers"]
     assert value(m, "genqueue_workers_alive", queue="gpu", device="cuda:0") == 1
     assert value(m, "genqueue_gpu_memory_used_bytes", worker="m1@a", device="cuda:0") == 1048576
 
@@ -84,19 +90,20 @@ def test_http_requests_are_counted_by_endpoint_and_status(app, admin, client):
     assert delta(endpoint="unmatched", method="GET", status="404") == 1
 
 
-def test_metrics_need_an_admin_or_the_metrics_token(app, user, admin, monkeypatch):
+def test_metrics_need_an_admin_or_the_metrics_token(app, user, admin):
     c = app.test_client()
     assert c.get("/metrics").status_code == 401
     assert c.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     resp = c.get("/metrics", headers={"Authorization": f"Bearer {user.token}"})
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
-    monkeypatch.setenv("GENQUEUE_METRICS_TOKEN", "scrape-me-0123456789")
+    os.environ["GENQUEUE_METRICS_TOKEN"] = "scrape-me-0123456789"
     get_settings.cache_clear()
     try:
         assert "genqueue_tokens_generated_total" in scrape(c, "scrape-me-0123456789")
         assert c.get("/metrics", headers={"Authorization": "Bearer scrape-me-wrong"}).status_code == 401
         assert scrape(c, admin.token) is not None
-    finally:
+    finally:  # unset before anything reads the settings again
+        del os.environ["GENQUEUE_METRICS_TOKEN"]
         get_settings.cache_clear()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -14,10 +15,13 @@ from shared.settings import get_settings
 
 
 @pytest.fixture
-def no_allow_nets(monkeypatch):
-    monkeypatch.delenv("GENQUEUE_WEBHOOK_ALLOW_NETS", raising=False)
+def no_allow_nets():
+    """The default (no allowed networks); the variable is put back *before* the settings are read again."""
+    saved = os.environ.pop("GENQUEUE_WEBHOOK_ALLOW_NETS", None)
     get_settings.cache_clear()
     yield
+    if saved is not None:
+        os.environ["GENQUEUE_WEBHOOK_ALLOW_NETS"] = saved
     get_settings.cache_clear()
 
 
@@ -46,13 +50,13 @@ def test_public_addresses_are_allowed(no_allow_nets):
     assert webhooks.address_allowed(ipaddress.ip_address("2606:4700:4700::1111"))
 
 
-def test_loopback_urls_are_refused_without_allow_nets_and_allowed_with_them(no_allow_nets, monkeypatch):
+def test_loopback_urls_are_refused_without_allow_nets_and_allowed_with_them(no_allow_nets):
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/"):
         with pytest.raises(webhooks.Refused, match="GENQUEUE_WEBHOOK_ALLOW_NETS"):
             webhooks.check_url(url)
     result = webhooks.post("http://127.0.0.1:9/x", b"{}", {})
     assert result.outcome == "refused"  # checked again at delivery, not only at submit
-    monkeypatch.setenv("GENQUEUE_WEBHOOK_ALLOW_NETS", "127.0.0.0/8")
+    os.environ["GENQUEUE_WEBHOOK_ALLOW_NETS"] = "127.0.0.0/8"
     get_settings.cache_clear()
     target = webhooks.check_url("http://127.0.0.1:9/x?a=1")
     assert (target.address, target.port, target.path) == ("127.0.0.1", 9, "/x?a=1")
