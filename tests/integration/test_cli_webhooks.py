@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -57,3 +58,15 @@ def test_a_refused_webhook_url_is_a_clear_cli_error(served, capsys):
         os.environ["GENQUEUE_WEBHOOK_ALLOW_NETS"] = saved
         get_settings.cache_clear()
     assert code == 6 and "GENQUEUE_WEBHOOK_ALLOW_NETS" in capsys.readouterr().err  # 6: rejected input (422)
+
+
+def test_list_filters_by_metadata(served, capsys):
+    ids = {}
+    for tag in ("a", "b"):
+        code, ids[tag] = run(capsys, "submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
+                             "--metadata", f"batch={tag}", "--metadata", "team=t")  # fmt: skip
+        assert code == 0
+    code, out = run(capsys, "list", "--metadata", "batch=a", "--metadata", "team=t", "--json")
+    assert code == 0 and [j["id"] for j in json.loads(out)["items"]] == [ids["a"]]
+    code, out = run(capsys, "list", "--metadata", "team=t", "--json")
+    assert {j["id"] for j in json.loads(out)["items"]} == set(ids.values())
