@@ -271,7 +271,7 @@ def _paths() -> dict:
                         "description": "The file, with its own content type",
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    **_errors(404),
+                    **_errors(404, 422),
                     **auth,
                 },
             }
