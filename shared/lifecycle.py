@@ -11,7 +11,8 @@ Each function changes one job row that its caller holds: the claim is one atomic
 'queued'``; the worker's other writes are made on a row it locked with the fencing guard (``worker/fencing.py``),
 the rescuer's on rows it selected ``FOR UPDATE SKIP LOCKED``, the web's on a row it locked for the request. Every
 transition adds one ``status`` event (:func:`status_event`) with the new status in its data, so the job's timeline
-tells its whole life. The caller commits.
+tells its whole life. A transition the job's webhook asks for also adds its outbox row (:func:`shared.webhooks.record`)
+in the same transaction; it is published once the caller commits. The caller commits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from shared import webhooks
 from shared.models import Job, JobEvent, JobStatus
 from shared.models.jobs import TERMINAL
 from shared.timeutil import utcnow
@@ -73,6 +75,7 @@ def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: i
     ).scalar_one_or_none()
     if job is not None:
         s.add(status_event(job, f"running (attempt {job.attempt} on {worker}, {device})", worker=worker, device=device))
+        webhooks.record(s, job, JobStatus.RUNNING)
     return job
 
 
@@ -88,6 +91,7 @@ def finish(s: Session, job: Job, status: JobStatus, *, error: dict | None = None
     if status == JobStatus.SUCCEEDED and job.progress_total:
         job.progress_done = job.progress_total
     s.add(status_event(job, status if error is None else f"{status}: {error['code']}: {error['message']}"))
+    webhooks.record(s, job, status)
 
 
 def past_timeout(job: Job) -> bool:
@@ -144,6 +148,7 @@ def request_cancel(s: Session, job: Job) -> JobStatus:
     if job.status == JobStatus.QUEUED:
         job.status, job.finished_at = JobStatus.CANCELLED, func.now()
         s.add(status_event(job, "cancelled before it started"))
+        webhooks.record(s, job, JobStatus.CANCELLED)
     elif job.status == JobStatus.RUNNING:
         job.status = JobStatus.CANCELLING
         s.add(status_event(job, "cancel requested"))

@@ -62,9 +62,18 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(2, ge=1, description="loaded models a worker process keeps in memory")
     device: str | None = Field(None, description="`cpu`, `cuda` or `cuda:N`; unset: CUDA if present, else CPU")
     gan_cpu_bf16: bool = Field(True, description="GAN training autocasts to bf16 on CPUs with native bf16")
+    metrics_token: str | None = Field(
+        None, description="a bearer token that may read `/metrics` (besides admin tokens); unset: admins only"
+    )
+    webhook_allow_nets: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="CIDRs webhooks may reach although private/loopback, comma-separated; empty: public only"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="connect and read timeout of one webhook attempt"
+    )
     retention_days: int = Field(0, ge=0, description="> 0: finished jobs older than this are deleted (0: kept)")
 
-    @field_validator("worker_queues", mode="before")
+    @field_validator("worker_queues", "webhook_allow_nets", mode="before")
     @classmethod
     def _csv(cls, v: object) -> object:
         return tuple(q.strip() for q in v.split(",") if q.strip()) if isinstance(v, str) else v

@@ -21,6 +21,10 @@ def use_isolated_settings(root: Path) -> None:
     os.environ.setdefault("GENQUEUE_LEASE_SECONDS", "8")
     os.environ.setdefault("GENQUEUE_HEARTBEAT_SECONDS", "1")
     os.environ.setdefault("GENQUEUE_RESCUE_INTERVAL_SECONDS", "1")
+    # Webhook receivers in the tests are HTTP servers on 127.0.0.1, which the SSRF guard refuses unless allowed;
+    # tests/unit/test_webhooks.py checks that it is refused without this.
+    os.environ.setdefault("GENQUEUE_WEBHOOK_ALLOW_NETS", "127.0.0.0/8")
+    os.environ.setdefault("GENQUEUE_WEBHOOK_TIMEOUT_SECONDS", "2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.pop("DATABASE_URL", None)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from shared.settings import get_settings
-from web import db, security
+from web import db, metrics, security
 from web.errors import register_error_handlers
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     security.init_app(app)
     register_error_handlers(app)
+    metrics.init_app(app)
 
     from web.api import bp as api_bp
 

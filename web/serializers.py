@@ -1,33 +1,14 @@
-"""ORM rows → API JSON (shapes in shared/schemas/api.py)."""
+"""ORM rows → API JSON (shapes in shared/schemas/api.py); the job object lives in shared/jobview.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.models import Artifact, Dataset, GenerationResult, Job, JobEvent, Model
-from shared.models.jobs import ACTIVE
-from shared.timeutil import iso, utcnow
+from shared.jobview import eta_seconds, job_json
+from shared.models import Artifact, Dataset, GenerationResult, JobEvent, Model
+from shared.timeutil import iso
 
-
-def eta_seconds(job: Job) -> float | None:
-    """Remaining time, extrapolated from the rate since the job started (None until there is a rate)."""
-    if job.status not in ACTIVE or not job.started_at or job.progress_done <= 0 or not job.progress_total:
-        return None
-    elapsed = (utcnow() - job.started_at).total_seconds()
-    remaining = job.progress_total - job.progress_done
-    return round(max(0.0, elapsed / job.progress_done * remaining), 1)
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id, "kind": job.kind, "status": job.status, "params": job.params, "priority": job.priority,
-        "queue": job.queue, "attempt": job.attempt, "max_attempts": job.max_attempts,
-        "progress": {"done": job.progress_done, "total": job.progress_total, "eta_seconds": eta_seconds(job)},
-        "error": job.error, "summary": job.summary, "model_id": job.model_id, "dataset_id": job.dataset_id,
-        "retry_of": job.retry_of, "worker": job.worker, "device": job.device,
-        "cancel_requested": job.cancel_requested, "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
-    }  # fmt: skip
+__all__ = ["artifact_json", "dataset_json", "eta_seconds", "event_json", "job_json", "model_json", "result_json"]
 
 
 def event_json(e: JobEvent) -> dict[str, Any]:

@@ -32,6 +32,7 @@ TASK_MODULES = [
     "worker.tasks.text_train",
     "worker.tasks.image_train_gan",
     "worker.tasks.image_generate",
+    "worker.tasks.webhooks",
 ]
 
 

@@ -5,6 +5,8 @@
 - **reconcile**: ``queued`` jobs with no message in the broker (Redis was down at submit, a message was lost, a
   retry's backoff elapsed, the message was held by a worker that died) are published again. Redis is only a
   wake-up signal; Postgres says what must run.
+- **webhooks**: deliveries whose retry is due, or whose message was lost, are published again
+  (:func:`shared.webhooks.sweep`).
 
 A Postgres advisory lock makes sure only one worker does this at a time.
 """
@@ -19,13 +21,14 @@ from datetime import timedelta
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared import lifecycle
+from shared import lifecycle, webhooks
 from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
 from shared.cleanup import prune_expired
 from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
 from shared.settings import get_settings
 from shared.timeutil import utcnow
+from worker.gpu_memory import gpu_memory_used
 
 logger = logging.getLogger(__name__)
 
@@ -138,21 +141,36 @@ def run_once() -> tuple[int, int] | None:
         try:
             result = rescue_expired(), reconcile()
             prune_expired()  # GENQUEUE_RETENTION_DAYS: finished jobs past it are deleted (off by default)
+            sweep_webhooks()
             return result
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             conn.commit()
 
 
-def beat(worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None) -> None:
+def sweep_webhooks() -> int:
+    """Publish the webhook deliveries that are due; a failure is logged and retried at the next pass."""
+    try:
+        with session_scope() as s:
+            return webhooks.sweep(s)
+    except Exception as exc:  # noqa: BLE001 - the rescuer and reconciler must keep running whatever this hits
+        logger.warning("webhook sweep failed: %s", exc)
+        return 0
+
+
+def beat(
+    worker_id: str, queues: str, device: str, pid: int, current_job: str | None = None, gpu_memory: int | None = None
+) -> None:
     """Record this worker as alive (the system page and /health count workers seen recently)."""
     with session_scope() as s:
         stmt = pg_insert(Worker).values(
-            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job
-        )
+            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job,
+            gpu_memory_bytes=gpu_memory,
+        )  # fmt: skip
         s.execute(stmt.on_conflict_do_update(
             index_elements=[Worker.id],
-            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device},
+            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device,
+                  "gpu_memory_bytes": gpu_memory},
         ))  # fmt: skip
 
 
@@ -168,7 +186,7 @@ class Maintenance(threading.Thread):
         interval = get_settings().rescue_interval_seconds
         while not self.stop_event.is_set():
             try:
-                beat(self.worker_id, self.queues, self.device, self.pid)
+                beat(self.worker_id, self.queues, self.device, self.pid, gpu_memory=gpu_memory_used(self.device))
                 run_once()
             except Exception as exc:  # noqa: BLE001 - Postgres or Redis briefly down: try again next tick
                 logger.warning("maintenance pass failed: %s", exc)

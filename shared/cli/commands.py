@@ -51,7 +51,11 @@ def job_line(job: dict) -> str:
 
 
 def cmd_submit(args) -> int:
-    job = client().submit(args.kind, params_from(args), args.priority)
+    from shared.cli.webhooks import submit_extras
+
+    job = client().post(
+        "/jobs", json={"kind": args.kind, "params": params_from(args), "priority": args.priority, **submit_extras(args)}
+    )
     emit(args, job, job["id"])
     return 0
 
@@ -59,6 +63,12 @@ def cmd_submit(args) -> int:
 def cmd_status(args) -> int:
     emit(args, client().job(args.job_id))
     return 0
+
+
+def parse_metadata(pairs):
+    from shared.cli.webhooks import parse_metadata as parse
+
+    return parse(pairs)
 
 
 def cmd_list(args) -> int:
@@ -70,6 +80,7 @@ def cmd_list(args) -> int:
             "kind": args.kind,
             "limit": min(PAGE, args.limit - len(items)),
             "cursor": cursor,
+            **{f"metadata.{k}": v for k, v in parse_metadata(getattr(args, "metadata", None)).items()},
         }
         page = c.get("/jobs", params={k: v for k, v in query.items() if v})
         items += page["items"]

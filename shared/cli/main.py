@@ -8,6 +8,7 @@ import os
 import sys
 
 from shared.cli import commands as C
+from shared.cli import webhooks as webhooks_cli
 from shared.settings import get_settings
 
 
@@ -164,7 +165,9 @@ def _client_commands(sub) -> None:
     s = _cmd(sub, "submit", C.cmd_submit, "submit a job; prints its id", "kind")
     s.add_argument("--params", help="the params as JSON"), s.add_argument("--params-file", help="a JSON file")
     s.add_argument("--priority", type=int, default=0)
+    webhooks_cli.add_submit_options(s)
     ls = _cmd(sub, "list", C.cmd_list, "list jobs, newest first")
+    ls.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="only jobs with this label (repeatable)")
     ls.add_argument("--status", help="comma-separated: queued,running,cancelling,succeeded,failed,cancelled")
     ls.add_argument("--kind", help="e.g. text.train"), ls.add_argument("--limit", type=_positive, default=20)
     _cmd(sub, "status", C.cmd_status, "a job as JSON", "job_id")
@@ -203,6 +206,7 @@ def _client_commands(sub) -> None:
         ms, "download", C.cmd_models_download, "download a model's directory (safetensors); prints its path", "model_id"
     )
     md.add_argument("-o", "--output", default=".", help="directory to put the model's directory in (default: .)")
+    webhooks_cli.add_parsers(sub)
     dm = _cmd(sub, "demo", cmd_demo, "train + generate, text and images, on this machine's own data", json_out=False)
     dm.add_argument("--steps", type=int, default=300), dm.add_argument("--gan-steps", type=int, default=400)
     dm.add_argument("--timeout", type=float, default=1800)

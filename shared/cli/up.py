@@ -32,7 +32,7 @@ def web_command(host: str, port: int, workers: int = 2) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn", "web.wsgi:app", "--bind", f"{host}:{port}", "--workers", str(workers),
         "--threads", "4", "--worker-class", "gthread", "--timeout", "120", "--graceful-timeout", "10",
-        "--access-logfile", "-", "--log-level", "warning",
+        "--access-logfile", "-", "--log-level", "warning", "--config", "python:web.gunicorn_conf",
     ]  # fmt: skip
 
 

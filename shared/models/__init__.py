@@ -7,9 +7,10 @@ from shared.models.jobs import Job, JobEvent, JobStatus
 from shared.models.registry import Model, ModelKind, ModelSource
 from shared.models.results import GenerationResult
 from shared.models.users import ApiToken, User
+from shared.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from shared.models.workers import Worker
 
 __all__ = [
     "ApiToken", "Artifact", "Base", "Dataset", "GenerationResult", "Job", "JobEvent", "JobStatus", "Model",
-    "ModelKind", "ModelSource", "User", "Worker",
+    "ModelKind", "ModelSource", "User", "WebhookAttempt", "WebhookDelivery", "DeliveryStatus", "Worker",
 ]  # fmt: skip

@@ -43,6 +43,7 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
+        Index("ix_jobs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -72,6 +73,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     search_text: Mapped[str] = mapped_column(Text, default="")
+    # The caller's labels (``metadata`` in the API; the attribute name ``metadata`` is SQLAlchemy's own).
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default=text("'{}'::jsonb"))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[Any] | None]  # statuses that are POSTed to ``webhook_url``
     created_at: Mapped[datetime] = created_at_column()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

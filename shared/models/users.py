@@ -16,6 +16,8 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     is_admin: Mapped[bool] = mapped_column(default=False)
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))  # ``whsec_…``, made on first use
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))  # the default for jobs that name none
     created_at: Mapped[datetime] = created_at_column()
 
 

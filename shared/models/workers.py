@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, created_at_column
@@ -20,3 +20,4 @@ class Worker(Base):
     current_job_id: Mapped[str | None] = mapped_column(String(40))
     started_at: Mapped[datetime] = created_at_column()
     last_seen: Mapped[datetime]
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # device memory used (nvidia-smi), CUDA only

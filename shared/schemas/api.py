@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.schemas.params import PARAMS_BY_KIND
 
 Kind = Literal["text.generate", "text.train", "image.train_gan", "image.generate"]
 Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 DatasetKind = Literal["text", "images"]
+WebhookEvent = Literal["running", "succeeded", "failed", "cancelled"]
+METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+METADATA_KEY_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS, pattern=METADATA_KEY_PATTERN)
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_VALUE_CHARS)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=METADATA_MAX_KEYS,
+        description=f"Your labels: up to {METADATA_MAX_KEYS} keys (1-{METADATA_KEY_CHARS} characters of letters, "
+        f"digits and `_.:/-`) to strings of at most {METADATA_VALUE_CHARS} characters. Searchable with "
+        "`GET /jobs?metadata.KEY=VALUE`.",
+    ),
+]
 assert set(Kind.__args__) == set(PARAMS_BY_KIND)  # one list of kinds
 
 
@@ -23,6 +39,16 @@ class JobCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="See the *Params schemas, by kind.")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
     queue: Literal["gpu", "cpu"] = Field("gpu", description='"gpu" (ML work; CPU workers serve it too) or "cpu".')
+    metadata: Metadata = Field(default_factory=dict)
+    webhook_url: str | None = Field(
+        None, min_length=1, max_length=2048,
+        description="POSTed the job (Standard Webhooks, signed) when it reaches one of `webhook_events`; "
+        "unset: your default webhook URL, if any. Must resolve to a public address.",
+    )  # fmt: skip
+    webhook_events: list[WebhookEvent] | None = Field(
+        None, min_length=1, max_length=4, description='Statuses that call the webhook; unset: ["succeeded", '
+        '"failed", "cancelled"].',
+    )  # fmt: skip
 
 
 class Progress(BaseModel):
@@ -54,6 +80,9 @@ class JobOut(BaseModel):
     worker: str | None
     device: str | None
     cancel_requested: bool
+    metadata: dict[str, str]
+    webhook_url: str | None
+    webhook_events: list[str] | None
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -115,6 +144,10 @@ class ResultOut(BaseModel):
     text: str
     tokens: int
     finish_reason: str
+    ai_generated: Literal[True] = Field(True, description="always true: the text is machine-generated")
+    provenance: dict[str, Any] = Field(
+        description="model_id, model_name, job_id, seed, genqueue_version, created_at, label (shared/provenance.py)"
+    )
 
 
 class ArtifactOut(BaseModel):
@@ -196,6 +229,41 @@ class Health(BaseModel):
     db: str
     broker: str
     workers: int
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="`whsec_` + base64 key: verify `webhook-signature` with it")
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_url: str | None = Field(None, max_length=2048, description="for jobs that name no `webhook_url`")
+
+
+class WebhookAttemptOut(BaseModel):
+    number: int
+    at: str
+    outcome: Literal["success", "http_error", "timeout", "connection_error", "refused"]
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="the `webhook-id` header, the same on every retry")
+    event: str
+    url: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: str | None
+    created_at: str
+    attempt_log: list[WebhookAttemptOut]
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDeliveryOut]
+    next_cursor: str | None = None
 
 
 class ErrorBody(BaseModel):

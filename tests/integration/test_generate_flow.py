@@ -40,7 +40,10 @@ def test_generate_job_succeeds_with_one_result_per_prompt(client, tiny_model):
     assert [r["prompt"] for r in rows] == prompts
     assert all(0 < r["tokens"] <= 8 for r in rows)
     csv_text = client.get(f"/api/v1/jobs/{job['id']}/results?format=csv").get_data(as_text=True)
-    assert csv_text.splitlines()[0] == "index,sequence,id,prompt,text,tokens,finish_reason"
+    assert csv_text.splitlines()[0] == (
+        "index,sequence,id,prompt,text,tokens,finish_reason,ai_generated,provenance_model_id,provenance_model_name,"
+        "provenance_job_id,provenance_seed,provenance_genqueue_version,provenance_created_at"
+    )
     assert len(csv_text.strip().splitlines()) >= 21
 
 

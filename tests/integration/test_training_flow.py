@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -107,3 +108,8 @@ def test_gan_on_digits_then_generate_images(client):
     archive = next(a for a in arts if a["role"] == "archive")
     with zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/artifacts/{archive['id']}").data)) as z:
         assert len([n for n in z.namelist() if n.endswith(".png")]) == 10
+        label = json.loads(z.read("provenance.json"))  # the zip's provenance (shared/provenance.py)
+    assert label["ai_generated"] is True and label["files"] == [f"image-{i:04d}.png" for i in range(10)]
+    assert label["provenance"]["job_id"] == img["id"] and label["provenance"]["seed"] == 5
+    assert label["provenance"]["model_id"] == gen_model["id"] and label["provenance"]["model_name"] == "digits-gan"
+    assert first.text["genqueue_version"] == label["provenance"]["genqueue_version"]

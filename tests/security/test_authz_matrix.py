@@ -84,6 +84,7 @@ OTHERS = [
     ("GET", "/jobs/{job_id}/results"),
     ("GET", "/jobs/{job_id}/results?format=csv"),
     ("GET", "/jobs/{job_id}/artifacts"),
+    ("GET", "/jobs/{job_id}/webhooks"),
     ("GET", "/jobs/{job_id}/artifacts?role=output"),
     ("GET", "/jobs/{job_id}/metrics"),
     ("GET", "/artifacts/{artifact_id}"),
@@ -202,3 +203,19 @@ def test_owner_may_do_everything_with_their_own(client, world):
     assert client.post(fill("/jobs/{job_id}/cancel", world)).status_code == 202
     assert client.delete(fill("/jobs/{job_id}", world)).status_code == 200
     assert client.delete(fill("/datasets/{dataset_id}", world)).status_code == 200
+
+
+def test_webhook_secrets_and_settings_are_per_user(app, world, user, stack):
+    alice, bob = client_for(app, user.token), client_for(app, stack.make_user("bob").token)
+    a, b = alice.get("/api/v1/webhooks/secret").get_json()["secret"], bob.get("/api/v1/webhooks/secret").get_json()
+    assert a != b["secret"]
+    assert bob.post("/api/v1/webhooks/secret").get_json()["secret"] not in (a, b["secret"])
+    assert alice.get("/api/v1/webhooks/secret").get_json()["secret"] == a  # bob's rotation left alice's alone
+    assert bob.put("/api/v1/webhooks/settings", json={"default_url": "http://127.0.0.1:9/b"}).status_code == 200
+    assert alice.get("/api/v1/webhooks/settings").get_json() == {"default_url": None}
+
+
+def test_metrics_are_for_admins_only(app, world, user, admin):
+    assert client_for(app, user.token).get("/metrics").status_code == 403
+    assert client_for(app, None).get("/metrics").status_code == 401
+    assert client_for(app, admin.token).get("/metrics").status_code == 200

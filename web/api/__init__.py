@@ -32,4 +32,4 @@ def page_limit(default: int = 50, maximum: int = 200) -> int:
     return limit
 
 
-from web.api import datasets, demo, health, jobs, models, openapi, system  # noqa: E402,F401  (routes register on bp)
+from web.api import datasets, demo, health, jobs, models, openapi, system, webhooks  # noqa: E402,F401  (routes register on bp)

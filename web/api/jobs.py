@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from shared.artifacts import ArtifactStore
 from shared.models import Artifact, GenerationResult, Job, JobEvent, JobStatus
+from shared.provenance import CSV_COLUMNS, csv_columns, label_row
+from shared.timeutil import iso
 from web.api import bp, page_limit
 from web.db import db_session
 from web.errors import Invalid, NotFound
@@ -19,7 +21,9 @@ from web.serializers import artifact_json, event_json, job_json, result_json
 from web.services.cleanup import delete_job
 from web.services.jobs import cancel_job, create_job, get_job, retry_job
 from web.services.limits import check_submission
+from web.services.metadata import filter_by_metadata
 from web.services.metrics import metric_series
+from web.services.provenance import job_provenance, results_zip
 
 
 def _json_body():
@@ -56,6 +60,7 @@ def list_jobs():
         stmt = stmt.where(Job.search_text.ilike(f"%{_escape_like(q)}%", escape="\\") | (Job.id == q))
     if cursor := request.args.get("cursor"):
         stmt = stmt.where(Job.id < cursor)
+    stmt = filter_by_metadata(stmt, request.args)
     rows = s.scalars(stmt).all()
     items = rows[:limit]
     next_cursor = items[-1].id if len(rows) > limit else None
@@ -134,30 +139,32 @@ def metrics(job_id: str):
 @bp.get("/jobs/<job_id>/results")
 def results(job_id: str):
     s = db_session()
-    get_job(s, g.user, job_id)
+    job = get_job(s, g.user, job_id)
     fmt = request.args.get("format", "jsonl")
-    if fmt not in ("jsonl", "csv", "json"):
-        raise Invalid("`format` must be jsonl, csv or json", code="invalid_query")
+    if fmt not in ("jsonl", "csv", "json", "zip"):
+        raise Invalid("`format` must be jsonl, csv, json or zip", code="invalid_query")
     offset, limit = _int_arg("offset", 0), _int_arg("limit", None, minimum=1)
     stmt = select(GenerationResult).where(GenerationResult.job_id == job_id)
     stmt = stmt.order_by(GenerationResult.prompt_index, GenerationResult.sequence).offset(offset).limit(limit)
-    rows = [result_json(r) for r in s.scalars(stmt)]
+    prov = job_provenance(s, job)  # every row is labelled AI-generated, with its provenance (shared/provenance.py)
+    rows = [label_row(result_json(r), {**prov, "created_at": iso(r.created_at)}) for r in s.scalars(stmt)]
     if fmt == "json":
         return jsonify({"items": rows, "offset": offset})
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(
-            buf, fieldnames=["index", "sequence", "id", "prompt", "text", "tokens", "finish_reason"]
+            buf, fieldnames=["index", "sequence", "id", "prompt", "text", "tokens", "finish_reason", *CSV_COLUMNS]
         )
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_columns(r) for r in rows)
         return _download(buf.getvalue(), "text/csv", f"{job_id}.csv")
-    return _download(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "application/x-ndjson", f"{job_id}.jsonl"
-    )
+    jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if fmt == "zip":
+        return _download(results_zip(jsonl, prov), "application/zip", f"{job_id}-results.zip")
+    return _download(jsonl, "application/x-ndjson", f"{job_id}.jsonl")
 
 
-def _download(body: str, mimetype: str, filename: str) -> Response:
+def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
     resp = Response(body, mimetype=mimetype)
     resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return resp

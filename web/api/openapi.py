@@ -36,6 +36,9 @@ COMPONENTS: list[type[BaseModel]] = [
     A.Deleted,
     A.MetricsOut,
     *PARAMS_BY_KIND.values(),
+    A.WebhookSecret,
+    A.WebhookSettings,
+    A.WebhookDeliveryList,
 ]
 
 
@@ -157,6 +160,7 @@ def _paths() -> dict:
             },
             "get": {
                 "summary": "List jobs, newest first",
+                "description": "Also `metadata.KEY=VALUE` (any number, AND-ed): jobs whose metadata has them.",
                 "parameters": list_q,
                 "responses": {"200": _json(A.JobList, "Jobs"), **_errors(422), **auth},
             },
@@ -218,7 +222,11 @@ def _paths() -> dict:
                 "summary": "Generation results by prompt index",
                 "parameters": [
                     *job,
-                    _query("format", {"type": "string", "enum": ["jsonl", "csv", "json"]}),
+                    _query(
+                        "format",
+                        {"type": "string", "enum": ["jsonl", "csv", "json", "zip"]},
+                        "zip: results.jsonl and provenance.json",
+                    ),
                     _int_query("offset", 0),
                     _int_query("limit", 1),
                 ],
@@ -229,6 +237,7 @@ def _paths() -> dict:
                             "application/x-ndjson": {"schema": {"type": "string"}},
                             "text/csv": {"schema": {"type": "string"}},
                             "application/json": {"schema": {"type": "object"}},
+                            "application/zip": {"schema": {"type": "string", "format": "binary"}},
                         },
                     },
                     **_errors(404, 422),
@@ -262,7 +271,7 @@ def _paths() -> dict:
                         "description": "The file, with its own content type",
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                     },
-                    **_errors(404),
+                    **_errors(404, 422),
                     **auth,
                 },
             }
@@ -376,6 +385,29 @@ def _paths() -> dict:
     }
 
 
+def _webhook_paths() -> dict:
+    """The webhook endpoints (``web/api/webhooks.py``)."""
+    auth, job = _errors(401, 403), [_path_param("job_id")]
+    secret = {"200": _json(A.WebhookSecret, "The secret"), **auth}
+    settings = {"200": _json(A.WebhookSettings, "Webhook settings"), **auth}
+    return {
+        "/webhooks/secret": {
+            "get": {"summary": "Your webhook signing secret (whsec_…), made on first use", "responses": secret},
+            "post": {"summary": "Rotate your webhook signing secret", "responses": secret},
+        },
+        "/webhooks/settings": {
+            "get": {"summary": "Your default webhook URL", "responses": settings},
+            "put": {"summary": "Set or clear your default webhook URL", "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref(A.WebhookSettings)}}},
+                "responses": {**settings, **_errors(422)}},
+        },
+        "/jobs/{job_id}/webhooks": {"get": {"summary": "Webhook deliveries of a job, each with its attempts",
+                                            "parameters": job, "responses": {
+                                                "200": _json(A.WebhookDeliveryList, "Deliveries"),
+                                                **_errors(404), **auth}}},
+    }  # fmt: skip
+
+
 @lru_cache(maxsize=1)
 def document() -> dict:
     _, top = models_json_schema([(m, "validation") for m in COMPONENTS], ref_template=REF)
@@ -387,7 +419,7 @@ def document() -> dict:
         "servers": [{"url": "/api/v1"}],
         "components": {"schemas": defs, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **_webhook_paths()},
     }
 
 

@@ -51,7 +51,7 @@ CHOICES = {
                                                         ("mnist", "MNIST (downloads when online)")], None),
     ("image.generate", "model"): ("gan_models", [], "— choose a generator —"),
 }  # fmt: skip
-ENVELOPE = ("priority", "queue")
+ENVELOPE = ("priority", "queue", "metadata", "webhook_url")
 
 
 @dataclass
@@ -116,6 +116,8 @@ def _field(kind: str, name: str, prop: dict, required: bool, choices: dict[str, 
         f.widget = "checkbox"
     elif vtype == "array":
         f.widget = "prompts" if name == "prompts" else "lines"
+    elif vtype == "object":  # metadata: one key=value per line
+        f.widget, f.value_type, f.help = "lines", "object", "One key=value per line (up to 16)."
     return f
 
 
@@ -136,6 +138,8 @@ def build_fields(kind: str, choices: dict[str, list[tuple[str, str]]]) -> list[F
 def _display(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, dict):  # metadata
+        return "\n".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list):
         return "\n".join(v if isinstance(v, str) else str(v.get("prompt", "")) for v in value)
     if isinstance(value, bool):
@@ -183,7 +187,10 @@ def parse(fields: list[FormField], form) -> tuple[dict[str, Any], dict[str, Any]
             continue
         if raw is None or not raw.strip():
             continue
-        if f.widget in ("prompts", "lines"):
+        if f.value_type == "object":  # key=value lines; a line without "=" is left for the schema to reject
+            pairs = [line.strip().partition("=") for line in raw.split("\n") if line.strip()]
+            target[f.name] = {k.strip(): v.strip() for k, sep, v in pairs} if all(p[1] for p in pairs) else raw
+        elif f.widget in ("prompts", "lines"):
             lines = [line.rstrip("\r") for line in raw.split("\n")]
             target[f.name] = [line for line in lines if line.strip()]
         elif f.widget == "select" and f.value_type == "integer":

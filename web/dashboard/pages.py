@@ -40,13 +40,21 @@ def _filters() -> dict[str, str | None]:
     if kind and kind not in PARAMS_BY_KIND:
         kind = None
     q = (request.args.get("q") or "").strip()[:500] or None
-    return {"status": status, "kind": kind, "q": q, "cursor": request.args.get("cursor") or None}
+    meta = (request.args.get("meta") or "").strip()[:2000] or None
+    return {"status": status, "kind": kind, "q": q, "meta": meta, "cursor": request.args.get("cursor") or None}
+
+
+def metadata_args(meta: str | None) -> dict[str, str]:
+    """The Metadata filter (``key=value``, several comma-separated) as the API's ``metadata.KEY=VALUE`` args."""
+    pairs = (p.partition("=") for p in (meta or "").split(","))
+    return {f"metadata.{k.strip()}": v.strip() for k, sep, v in pairs if sep and k.strip()}
 
 
 @bp.get("/")
 def jobs():
     filters = _filters()
-    data = api_json("api.list_jobs", {**filters, "limit": JOBS_PAGE})
+    query = {k: v for k, v in filters.items() if k != "meta"} | metadata_args(filters["meta"])
+    data = api_json("api.list_jobs", {**query, "limit": JOBS_PAGE})
     kinds = [(k, kind_label(k)) for k in PARAMS_BY_KIND]
     return render_template("jobs.html", jobs=data["items"], next_cursor=data["next_cursor"], filters=filters,
                            limit=JOBS_PAGE, status_options=_status_options(), kind_options=kinds)  # fmt: skip
@@ -81,11 +89,12 @@ def job(job_id: str):
         results, more = page[:RESULTS_PAGE], len(page) > RESULTS_PAGE
     artifacts = api_json("api.artifacts", job_id=job_id)["items"]
     params, prompts, prompts_total = _params_view(data["params"])
+    webhooks = api_json("api.job_webhooks", job_id=job_id)["items"]
     return render_template(
         "job.html", job=data, results=results, results_more=more, results_page=RESULTS_PAGE,
         artifacts=[a for a in artifacts if a["role"] not in FOLDED_ROLES][:100], timeline=_timeline(job_id),
         folded={role: sum(1 for a in artifacts if a["role"] == role) for role in FOLDED_ROLES}, params=params,
-        prompts=prompts, prompts_total=prompts_total,
+        prompts=prompts, prompts_total=prompts_total, webhooks=webhooks,
     )  # fmt: skip
 
 

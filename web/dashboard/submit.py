@@ -69,7 +69,8 @@ def submit():
     if request.method == "GET" and request.args.get("clone"):
         clone = api_json("api.get", job_id=request.args["clone"])
         kind = clone["kind"]
-        values = {**clone["params"], "priority": clone["priority"], "queue": clone["queue"]}
+        values = {**clone["params"], "priority": clone["priority"], "queue": clone["queue"],
+                  "metadata": clone.get("metadata") or None, "webhook_url": clone.get("webhook_url")}  # fmt: skip
     if kind not in PARAMS_BY_KIND:
         kind = DEFAULT_KIND
     fields = build_fields(kind, _choices())

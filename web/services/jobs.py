@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import lifecycle
+from shared import lifecycle, webhooks
 from shared.broker import publish
 from shared.ids import new_id
 from shared.models import Job, JobStatus, User
@@ -65,6 +65,7 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         if existing is not None:
             return existing, False
     facts = admit(s, user, req.kind, params)
+    webhook_url = checked_webhook_url(req.webhook_url or user.webhook_url)
     stored = params.model_dump(mode="json", exclude_none=True)
     job = Job(
         id=new_id("job"), owner_id=user.id, kind=req.kind, status=JobStatus.QUEUED, params=stored,
@@ -72,7 +73,8 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         max_attempts=params.max_attempts or get_settings().max_attempts,
         timeout_seconds=params.timeout_seconds, progress_total=facts.get("total", 0),
         dataset_id=facts.get("dataset_id"), idempotency_key=idempotency_key, request_hash=request_hash,
-        search_text=search_text(req.kind, stored),
+        search_text=search_text(req.kind, stored), meta=dict(req.metadata), webhook_url=webhook_url,
+        webhook_events=list(dict.fromkeys(req.webhook_events)) if req.webhook_events else None,
     )  # fmt: skip
     s.add(job)
     s.add(lifecycle.queued_event(job))
@@ -87,6 +89,19 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         raise
     enqueue(s, job)
     return job, True
+
+
+def checked_webhook_url(url: str | None) -> str | None:
+    """``url`` if the SSRF guard lets it through now (it is checked again at every attempt); 422 otherwise."""
+    if url is None:
+        return None
+    try:
+        webhooks.check_url(url)
+    except webhooks.Refused as exc:
+        raise Invalid(
+            str(exc), code="invalid_webhook_url", details=[{"loc": ["webhook_url"], "msg": str(exc)}]
+        ) from exc
+    return url
 
 
 def _by_idempotency_key(s: Session, user: User, key: str, request_hash: str) -> Job | None:
@@ -128,9 +143,15 @@ def cancel_job(s: Session, user: User, job_id: str) -> Job:
 
 
 def retry_job(s: Session, user: User, job_id: str) -> Job:
-    """A new job with the same kind, params and priority (re-admitted: models and datasets must still exist)."""
+    """A new job with the same kind, params, priority, metadata and webhook (re-admitted: models and datasets must
+    still exist)."""
     old = get_job(s, user, job_id)
-    body = {"kind": old.kind, "params": old.params, "priority": old.priority, "queue": old.queue}
+    body = {"kind": old.kind, "params": old.params, "priority": old.priority, "queue": old.queue,
+            "metadata": dict(old.meta or {})}  # fmt: skip
+    if old.webhook_url:
+        body["webhook_url"] = old.webhook_url
+    if old.webhook_events:
+        body["webhook_events"] = old.webhook_events
     job, _ = create_job(s, user, body)
     job.retry_of = old.id
     s.commit()

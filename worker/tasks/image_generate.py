@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from shared.models import ModelKind
+from shared.provenance import archive_json, provenance
 from shared.schemas.params import ImageGenerateParams
+from shared.timeutil import iso, utcnow
 from worker.celery_app import app
 from worker.context import JobContext
 from worker.devices import current_device
@@ -21,7 +23,10 @@ POLICY = KindPolicy(default_timeout_seconds=2 * 3600)
 def handle(ctx: JobContext) -> dict:
     p = ImageGenerateParams.model_validate(ctx.params)
     model = load_model_row(ctx, p.model, ModelKind.GAN_GENERATOR)
-    meta = {"job_id": ctx.job_id, "model_id": model.id, "model_name": model.name}
+    prov = provenance(
+        model_id=model.id, model_name=model.name, job_id=ctx.job_id, seed=p.seed, created_at=iso(utcnow())
+    )
+    meta = {k: prov[k] for k in ("job_id", "model_id", "model_name", "genqueue_version", "created_at")}
     out = generate_images(model.path, p.count, p.seed, current_device(), meta)
     names = [f"image-{i:04d}.png" for i in range(p.count)]
     for i, (name, png) in enumerate(zip(names, out.pngs, strict=True)):
@@ -29,8 +34,8 @@ def handle(ctx: JobContext) -> dict:
         ctx.report(i + 1, p.count)
     if p.grid:
         ctx.add_artifact("grid.png", out.grid_png, role="grid", content_type="image/png")
-    ctx.add_artifact(f"images-{ctx.job_id}.zip", zip_pngs(out.pngs, names), role="archive",
-                     content_type="application/zip")  # fmt: skip
+    archive = zip_pngs(out.pngs, names, extra={"provenance.json": archive_json(prov, names)})
+    ctx.add_artifact(f"images-{ctx.job_id}.zip", archive, role="archive", content_type="application/zip")
     return {"images": p.count, "seed": p.seed, "model": model.name}
 
 

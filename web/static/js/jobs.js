@@ -38,6 +38,10 @@
       for (const key of ["status", "kind", "q", "cursor"]) {
         if (page.get(key)) query.set(key, page.get(key));
       }
+      for (const pair of (page.get("meta") || "").split(",")) {  // key=value → metadata.key=value
+        const at = pair.indexOf("=");
+        if (at > 0 && pair.slice(0, at).trim()) query.set("metadata." + pair.slice(0, at).trim(), pair.slice(at + 1).trim());
+      }
       query.set("limit", root.dataset.limit || "25");
       return root.dataset.api + "?" + query.toString();
     }

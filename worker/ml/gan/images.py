@@ -48,13 +48,14 @@ def make_grid_png(
     return png_bytes(grid, text)
 
 
-def zip_pngs(pngs: Sequence[bytes], names: Sequence[str]) -> bytes:
-    """A zip (stored: PNGs are already compressed) of ``pngs`` under ``names``, with a fixed timestamp."""
+def zip_pngs(pngs: Sequence[bytes], names: Sequence[str], extra: Mapping[str, bytes] | None = None) -> bytes:
+    """A zip (stored: PNGs are already compressed) of ``pngs`` under ``names`` and the ``extra`` files (such as a
+    ``provenance.json``), with a fixed timestamp."""
     if len(pngs) != len(names):
         raise ValueError(f"{len(pngs)} images but {len(names)} names")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for data, name in zip(pngs, names, strict=True):
+        for data, name in [*zip(pngs, names, strict=True), *((v, k) for k, v in (extra or {}).items())]:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
