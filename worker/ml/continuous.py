@@ -23,8 +23,17 @@ import numpy as np
 import torch
 
 from worker.ml.common import Device, Report
-from worker.ml.gen_base import Completion, Encoded, GenerateConfig, GenerationOOM, eos_ids, finish, first_stop
-from worker.ml.gen_base import is_oom, stop_window
+from worker.ml.gen_base import (
+    Completion,
+    Encoded,
+    GenerateConfig,
+    GenerationOOM,
+    eos_ids,
+    finish,
+    first_stop,
+    is_oom,
+    stop_window,
+)
 from worker.ml.lm_loading import LoadedLM
 from worker.ml.sampling import draw, penalize, row_uniforms
 

@@ -16,8 +16,17 @@ import torch
 from transformers import LogitsProcessorList, StaticCache, StoppingCriteria, StoppingCriteriaList
 
 from worker.ml.common import Device, Report, no_report
-from worker.ml.gen_base import Completion, Encoded, GenerateConfig, GenerationOOM, eos_ids, finish, first_stop
-from worker.ml.gen_base import is_oom, stop_window
+from worker.ml.gen_base import (
+    Completion,
+    Encoded,
+    GenerateConfig,
+    GenerationOOM,
+    eos_ids,
+    finish,
+    first_stop,
+    is_oom,
+    stop_window,
+)
 from worker.ml.lm_loading import LoadedLM
 from worker.ml.sampling import Sample
 
