@@ -9,6 +9,7 @@ docstrings, saved with ``save_pretrained`` and loaded through ``load_causal_lm``
   ``max_new_tokens`` (EOS masked with ``min_new_tokens``), so tokens/s compare like for like.
 - ``uniform``: 64 prompts of 4..120 tokens, 32 new tokens each; continuous vs static, and batched (continuous)
   vs the naive batch-1 ``model.generate`` loop.
+- ``--roof``: the fraction of the KV-bandwidth roof, ``bandwidth / (mean live context x KV bytes per token)``.
 - ``--hf-cb``: also time transformers' own continuous batching (``init_continuous_batching`` manager, paged
   cache) on the same prompts (its tokens are not forced; counted as produced).
 
@@ -31,7 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from shared.corpus import stdlib_documents
 from worker.ml.common import pick_device
-from worker.ml.generate import GenerateConfig, PromptItem, generate, rows_in_flight
+from worker.ml.generate import GenerateConfig, PromptItem, generate, kv_bytes_per_token, rows_in_flight
 from worker.ml.lm_loading import LoadedLM, load_causal_lm
 from worker.ml.tokenizer import train_bpe_tokenizer
 
@@ -139,7 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=0, help="prompts in flight / per batch; 0 = automatic")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--naive-prompts", type=int, default=None, help="naive loop on this many prompts (rate)")
-    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (uniform workload)")
+    parser.add_argument("--naive", choices=["auto", "yes", "no"], default="auto", help="auto: uniform workload only")
+    parser.add_argument("--roof", action="store_true", help="print the fraction of the KV-bandwidth roof")
+    parser.add_argument("--bandwidth", type=float, default=4.8e12, help="bytes/s for --roof (H200 HBM: 4.8e12)")
     parser.add_argument("--hf-cb", action="store_true", help="also time transformers' continuous batching")
     return parser.parse_args(argv)
 
@@ -184,10 +187,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rates["continuous"] = _line("continuous (slots refill)", *run_engine(lm, items, "continuous", args.batch_size))
     if args.hf_cb:
         rates["hf_cb"] = _line("transformers continuous batching", *run_hf_cb(lm, items, args.batch_size))
-    if args.workload == "uniform" and not args.no_naive:
+    if args.naive == "yes" or (args.naive == "auto" and args.workload == "uniform"):
         naive = items[: args.naive_prompts] if args.naive_prompts else items
         run_naive(lm, warm[:1])
         rates["naive"] = _line(f"naive loop ({len(naive)} prompts)", *run_naive(lm, naive))
+    if args.roof:
+        _roof(lm, items, rates, args.bandwidth)
     print(f"load average after: {_load()} (other processes on the machine skew wall-clock numbers)")
     print(f"ratio continuous/static: {rates['continuous'] / rates['static']:.2f}")
     if "hf_cb" in rates:
@@ -195,6 +200,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if "naive" in rates:
         print(f"ratio batched/naive: {rates['continuous'] / rates['naive']:.2f}")
     return rates
+
+
+def mean_live_context(lm: LoadedLM, items: list[PromptItem]) -> float:
+    """Mean context (prompt + tokens so far) a generated token attends over, over every token of the workload."""
+    lengths = [max(1, len(ids)) for ids in lm.tokenizer([it.prompt for it in items])["input_ids"]]
+    total = sum(n * p + n * (n - 1) / 2 for p, n in zip(lengths, (it.max_new_tokens for it in items), strict=True))
+    return total / sum(it.max_new_tokens for it in items)
+
+
+def _roof(lm: LoadedLM, items: list[PromptItem], rates: dict[str, float], bandwidth: float) -> None:
+    """Tokens/s if every step only had to read each row's KV once at ``bandwidth``, and each engine's share of it."""
+    context, per_token = mean_live_context(lm, items), kv_bytes_per_token(lm)
+    roof = bandwidth / (context * per_token)
+    print(
+        f"kv roof: {bandwidth / 1e12:.1f} TB/s / ({context:.1f} tokens mean live context x {per_token / 1024:.0f} KiB"
+        f"/token) = {roof:,.0f} tokens/s"
+    )
+    for name, rate in rates.items():
+        print(f"fraction of kv roof {name}: {rate / roof:.3g}")
 
 
 def _load() -> str:
