@@ -321,7 +321,8 @@ def test_chunks_stream_as_prompts_finish_bounded_and_whole(lm, monkeypatch):
     assert all(e[3] > 0 for e in events if e[0] == "report")
 
 
-def test_stopped_by_report_keeps_every_finished_prompt(lm):
+def test_stopped_by_report_keeps_every_finished_prompt(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "FLUSH_SECONDS", 0.0)  # hand over (and report) as soon as a prompt is done
     delivered = []
 
     def report(step, total, **metrics):
