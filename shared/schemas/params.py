@@ -24,18 +24,30 @@ class CommonParams(BaseModel):
     timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600, description="Stop and fail after this long.")
 
 
+StopStrings = list[Annotated[str, StringConstraints(min_length=1, max_length=100)]]
+
+
 class PromptObject(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, description="The prompt text.")
     id: str | None = Field(None, max_length=200, description="Your id for this prompt, echoed in results.")
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="This prompt's own limit.")
+    stop: StopStrings | None = Field(None, max_length=8, description="This prompt's stop strings (replace the job's).")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_str(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
 
 class TextGenerateParams(CommonParams):
     """Bulk GPT-2 generation over a list of prompts or an uploaded prompt file."""
 
     model: Ref = Field("gpt2", description="A hub id, a registry model id or name, or a registered directory name.")
-    prompts: list[str | PromptObject] | None = Field(None, description="Prompts (strings or {prompt, id}).")
+    prompts: list[str | PromptObject] | None = Field(
+        None, description="Prompts: strings or {prompt, id?, max_new_tokens?, stop?}."
+    )
     dataset_id: str | None = Field(None, description="An uploaded .txt (a prompt per line) or .jsonl dataset.")
     max_new_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(1.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
@@ -43,11 +55,11 @@ class TextGenerateParams(CommonParams):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     num_return_sequences: int = Field(1, ge=1, le=16)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    stop: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+    stop: StopStrings = Field(
         default_factory=list, max_length=8, description="Stop strings; the text is cut before the first one."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    batch_size: int = Field(0, ge=0, le=4096, description="0 picks a batch size for the device.")
+    batch_size: int = Field(0, ge=0, le=4096, description="Prompts in flight; 0 picks it from the device's memory.")
 
     @field_validator("stop", mode="before")
     @classmethod

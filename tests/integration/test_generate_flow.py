@@ -163,3 +163,32 @@ def test_a_later_attempt_skips_prompts_already_stored(client, tiny_model, stack,
     rows = client.get(f"/api/v1/jobs/{job_id}/results?format=json").get_json()["items"]
     assert [r["text"] for r in rows[:3]] == ["EARLIER"] * 3
     assert [r["index"] for r in rows] == list(range(6)) and all(r["text"] != "EARLIER" for r in rows[3:])
+
+
+def _run_job(client, params: dict) -> list[dict]:
+    job = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": params}).get_json()
+    final = wait_status(client, job["id"], ("succeeded", "failed"))
+    assert final["status"] == "succeeded", final
+    return client.get(f"/api/v1/jobs/{job['id']}/results?format=json").get_json()["items"]
+
+
+def test_sampled_texts_do_not_depend_on_batch_size(client, tiny_model):
+    """The same job with seed 7 and batch_size 5 instead of the automatic size gives the same texts."""
+    params = {"model": tiny_model.name, "prompts": [f"Prompt number {i} is" for i in range(24)], "seed": 7}
+    params.update(max_new_tokens=10, temperature=0.9, num_return_sequences=2)
+    auto = [(r["index"], r["sequence"], r["text"]) for r in _run_job(client, params)]
+    five = [(r["index"], r["sequence"], r["text"]) for r in _run_job(client, {**params, "batch_size": 5})]
+    assert len(auto) == 48 and auto == five
+    assert len({text for _, _, text in auto}) > 24  # they are samples, not one repeated text
+
+
+def test_per_prompt_max_new_tokens_and_stop(client, tiny_model):
+    prompts = [
+        "a job-wide limit",
+        {"prompt": "a short one", "max_new_tokens": 2, "id": "short"},
+        {"prompt": "stops at once", "stop": ["a", "e", "i", "o", "u", " "]},
+    ]
+    rows = _run_job(client, {"model": tiny_model.name, "prompts": prompts, "max_new_tokens": 12, "temperature": 0})
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert 0 < rows[0]["tokens"] <= 12 and 0 <= rows[1]["tokens"] <= 2 and rows[1]["id"] == "short"
+    assert not any(c in rows[2]["text"] for c in "aeiou ")

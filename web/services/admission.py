@@ -100,21 +100,32 @@ def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
     limit = get_settings().max_prompts
     if len(texts) > limit:
         raise field_error("prompts", f"{len(texts)} prompts is over the limit of {limit}")
-    _check_prompt_lengths(model, texts, ctx - p.max_new_tokens)
+    own = [None if isinstance(q, str) else q.max_new_tokens for q in p.prompts or []]
+    over = [i for i, n in enumerate(own) if n is not None and n >= ctx]
+    if over:
+        raise Invalid(
+            f"prompt {over[0]}: max_new_tokens must be below the model's context of {ctx} tokens",
+            details=[
+                {"loc": ["params", "prompts", i, "max_new_tokens"], "msg": "above the context"} for i in over[:20]
+            ],
+        )
+    _check_prompt_lengths(model, texts, [ctx - (n or p.max_new_tokens) for n in own] or ctx - p.max_new_tokens)
     return {"model_id": model.id, "dataset_id": p.dataset_id, "total": len(texts) * 1}
 
 
-def _check_prompt_lengths(model: Model, texts: list[str], room: int) -> None:
+def _check_prompt_lengths(model: Model, texts: list[str], room: int | list[int]) -> None:
+    """Refuse prompts that do not fit the context with their ``max_new_tokens`` (``room``: one, or per prompt)."""
+    rooms = room if isinstance(room, list) else [room] * len(texts)
     max_chars = get_settings().max_prompt_chars
     long_chars = [i for i, t in enumerate(texts) if len(t) > max_chars]
     if long_chars:
         raise field_error("prompts", f"prompt {long_chars[0]} is over {max_chars} characters")
     counts = _token_counts(model, texts)
     if counts is None:  # byte-level BPE: never more tokens than UTF-8 bytes, so short prompts surely fit
-        counts = [len(t.encode()) if len(t.encode()) > room else 0 for t in texts]
-        too_long = [i for i, n in enumerate(counts) if n > 4 * room]  # only certain overflows are refused here
+        counts = [len(t.encode()) if len(t.encode()) > r else 0 for t, r in zip(texts, rooms, strict=True)]
+        too_long = [i for i, n in enumerate(counts) if n > 4 * rooms[i]]  # only certain overflows are refused here
     else:
-        too_long = [i for i, n in enumerate(counts) if n > room]
+        too_long = [i for i, n in enumerate(counts) if n > rooms[i]]
     if too_long:
         raise Invalid(
             f"{len(too_long)} prompt(s) do not fit the model's context with max_new_tokens (first: #{too_long[0]})",

@@ -1,0 +1,362 @@
+"""Continuous batching over a static per-slot KV buffer: a slot freed by a finished row takes the next prompt.
+
+A budget of rows (prompt x sequence) is in flight. Every decode step feeds each active row its pending token at
+its own position (per-row ``position_ids``; GPT-2's positions are absolute) and writes that token's keys and values
+into the row's slot of a per-layer buffer (S, H, W, D); a 4D mask hides each slot's columns past its position.
+Active rows always fill slots ``0..A-1``: a finished row's slot gets the last active row (one KV copy), so each
+step attends over views, never gathers. New prompts are prefilled, right-padded and batched, and join at the next
+step. Each row samples from uniforms hashed from (seed, prompt index, sequence, token number)
+(:func:`worker.ml.sampling.row_uniforms`), so its text does not depend on its batch-mates. On out-of-memory the
+rows in flight go back to the queue (front) and the budget halves; a restarted row draws the same samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from worker.ml.common import Device, Report
+from worker.ml.gen_base import (
+    Completion,
+    Encoded,
+    GenerateConfig,
+    GenerationOOM,
+    eos_ids,
+    finish,
+    first_stop,
+    is_oom,
+    stop_window,
+)
+from worker.ml.lm_loading import LoadedLM
+from worker.ml.sampling import draw, penalize, row_uniforms
+
+logger = logging.getLogger(__name__)
+
+MAX_ROWS = {"cpu": 64, "cuda": 512}  # rows in flight when memory allows (CPU: compute-bound beyond ~64 rows)
+PREFILL_MICRO_BATCH = {"cpu": 8, "cuda": 64}  # prompts per prefill forward (similar lengths, little padding)
+REFILL_FRACTION = 16  # refill once budget/16 slots are free (or none run): prefills of several prompts at once
+CHUNK_ROWS = 64  # completions per on_chunk call at most (one bounded transaction in the task)
+FLUSH_SECONDS = 1.0  # finished completions wait at most this long before on_chunk
+REPORT_SECONDS = 0.5  # report (where cancel is noticed) at least this often while decoding
+
+
+def kv_bytes_per_token(lm: LoadedLM) -> int:
+    """Bytes of keys + values one token takes in the cache (GPT-2 124M in bf16: 2 x 12 x 768 x 2 = 36 KiB)."""
+    cfg = lm.model.config
+    layers = getattr(cfg, "n_layer", None) or cfg.num_hidden_layers
+    width = getattr(cfg, "n_embd", None) or cfg.hidden_size
+    return 2 * layers * width * lm.model.dtype.itemsize
+
+
+def rows_in_flight(lm: LoadedLM, cfg: GenerateConfig, width: int) -> int:
+    """Rows decoded at once: ``batch_size`` prompts' worth if set, else what memory holds at ``width`` tokens a row."""
+    if cfg.batch_size:
+        return cfg.batch_size * cfg.decoded_sequences
+    per_row = width * kv_bytes_per_token(lm) + 16 * lm.model.config.vocab_size  # KV + the step's fp32 logits
+    if lm.device.is_cuda:
+        spare = torch.cuda.mem_get_info(lm.device.torch_device)[0] // 2
+    else:
+        spare = _available_ram() // 4
+    cap = MAX_ROWS["cuda" if lm.device.is_cuda else "cpu"]
+    return max(1, min(cap, spare // per_row))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 4 << 30
+
+
+@dataclass
+class _Row:
+    """One decoded sequence of one prompt."""
+
+    enc: Encoded
+    sequence: int
+    min_new: int
+    out: list[int] = field(default_factory=list)
+
+
+class _SlotCache:
+    """Duck-typed HF cache over the slot buffers: each row writes its one new token at its own position."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values  # per layer (S, H, W, D)
+        self.rows = self.pos = None
+        self.active = self.width = 0
+
+    def bind(self, rows: torch.Tensor, pos: torch.Tensor, width: int) -> None:
+        self.rows, self.pos, self.active, self.width = rows, pos, len(rows), width
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[self.rows, :, self.pos] = key_states[:, :, 0]  # (A, H, D) at column pos of each row
+        values[self.rows, :, self.pos] = value_states[:, :, 0]
+        return keys[: self.active, :, : self.width], values[: self.active, :, : self.width]  # (A, H, width, D)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+
+class ContinuousEngine:
+    """Runs one job's rows through the slots; see the module docstring."""
+
+    def __init__(self, lm: LoadedLM, encoded: list[Encoded], cfg: GenerateConfig, report: Report, on_chunk):
+        self.lm, self.cfg, self.report, self.on_chunk = lm, cfg, report, on_chunk
+        self.dev = lm.device.torch_device
+        self.eos = eos_ids(lm)
+        self.eos_t = torch.tensor(sorted(self.eos), device=self.dev, dtype=torch.long)
+        self.width = max(len(e.ids) + e.max_new_tokens - 1 for e in encoded)  # KV columns a row can need
+        self.budget = rows_in_flight(lm, cfg, self.width)
+        copies = cfg.decoded_sequences
+        self.waiting = deque(
+            _Row(e, s, min(cfg.min_new_tokens, e.max_new_tokens)) for e in encoded for s in range(copies)
+        )
+        self.slots: list[_Row] = []
+        self.kv: _SlotCache | None = None
+        self.total = len(encoded)
+        self.partial: dict[int, list[Completion]] = {}
+        self.ready: list[Completion] = []
+        self.results: list[Completion] = []
+        self.done = self.new_tokens = 0
+        self.start = self.last_flush = self.last_report = time.monotonic()
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def run(self) -> list[Completion]:
+        logger.debug("continuous batching: %d rows, budget %d, width %d", len(self.waiting), self.budget, self.width)
+        with torch.inference_mode(), _autocast(self.lm.device):
+            while self.waiting or self.slots:
+                tokens = None
+                try:
+                    self._admit()
+                    tokens = self._step()
+                except RuntimeError as exc:
+                    if not is_oom(exc):
+                        raise
+                if tokens is None:  # outside the except block, so the failed step's tensors are freed
+                    self._shrink()
+                    continue
+                self._advance(tokens)
+                self._flush(force=False)
+        self._flush(force=True)
+        return self.results
+
+    def _admit(self) -> None:
+        free = self.budget - len(self.slots)
+        if not self.waiting or free <= 0 or (self.slots and free < max(1, self.budget // REFILL_FRACTION)):
+            return
+        rows = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+        try:
+            self._prefill(rows)
+        except BaseException:
+            self.waiting.extendleft(reversed(rows))  # an OOM here must not lose them
+            raise
+        self.slots.extend(rows)
+
+    def _step(self) -> list[int]:
+        """One decode step of every active row; returns each row's new token."""
+        active = len(self.slots)
+        pos = torch.from_numpy(self.pos[:active]).to(self.dev)  # (A,)
+        width = int(self.pos[:active].max()) + 1
+        visible = torch.arange(width, device=self.dev)[None, :] <= pos[:, None]  # (A, width)
+        dtype = self.lm.model.dtype
+        mask = torch.zeros(visible.shape, dtype=dtype, device=self.dev).masked_fill_(~visible, torch.finfo(dtype).min)
+        self.kv.bind(self.arange[:active], pos, width)
+        out = self.lm.model(
+            input_ids=torch.from_numpy(self.pending[:active]).to(self.dev)[:, None],  # (A, 1)
+            position_ids=pos[:, None],  # (A, 1)
+            attention_mask=mask[:, None, None, :],  # (A, 1, 1, width)
+            past_key_values=self.kv,
+            use_cache=True,
+        )
+        return self._choose(out.logits[:, -1, :], pos, width).tolist()
+
+    def _choose(self, logits: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """Next token per row (A,) from its logits (A, V): penalty, EOS masked under min_new_tokens, then a draw."""
+        cfg, rows = self.cfg, self.slots
+        scores = logits.float()  # (A, V)
+        if cfg.repetition_penalty != 1:
+            scores = penalize(scores, self.history[: len(rows), :width], cfg.repetition_penalty)
+        young = [len(r.out) < r.min_new for r in rows]
+        if any(young):
+            hide = torch.tensor(young, device=self.dev)[:, None]  # (A, 1)
+            scores[:, self.eos_t] = scores[:, self.eos_t].masked_fill(hide, float("-inf"))
+        if cfg.greedy:
+            token = scores.argmax(-1)  # (A,)
+        else:
+            u = row_uniforms(
+                cfg.seed,
+                np.array([r.enc.item.index for r in rows]),
+                np.array([r.sequence for r in rows]),
+                np.array([len(r.out) for r in rows]),
+            )
+            u_t = torch.from_numpy(u).to(self.dev)[:, None]  # (A, 1)
+            token = draw(scores, cfg.temperature, cfg.top_k, cfg.top_p, u_t)[:, 0]  # (A,)
+        if cfg.repetition_penalty != 1:
+            self.history[self.arange[: len(rows)], pos + 1] = token
+        return token
+
+    # -- slots ----------------------------------------------------------------------------------------------------
+    def _prefill(self, rows: list[_Row]) -> None:
+        """Prefill every prompt of ``rows`` but its last token into slots ``A..A+n-1`` (one forward per micro-batch)."""
+        first = len(self.slots)
+        by_prompt: dict[int, list[int]] = {}
+        for k, row in enumerate(rows):
+            by_prompt.setdefault(row.enc.item.index, []).append(first + k)
+        prompts = sorted({r.enc.item.index: r.enc for r in rows}.values(), key=lambda e: len(e.ids))
+        micro = PREFILL_MICRO_BATCH["cuda" if self.lm.device.is_cuda else "cpu"]
+        long_ones = [e for e in prompts if len(e.ids) > 1]  # one-token prompts have nothing to prefill
+        for s in range(0, len(long_ones), micro):
+            self._prefill_batch(long_ones[s : s + micro], by_prompt)
+        if self.kv is None:
+            self._allocate(None)
+        for k, row in enumerate(rows):
+            slot = first + k
+            self.pos[slot] = len(row.enc.ids) - 1
+            self.pending[slot] = row.enc.ids[-1]
+            if self.cfg.repetition_penalty != 1:
+                ids = row.enc.ids
+                self.history[slot] = ids[0]
+                self.history[slot, : len(ids)] = torch.tensor(ids, device=self.dev)
+
+    def _prefill_batch(self, batch: list[Encoded], by_prompt: dict[int, list[int]]) -> None:
+        prefixes = [e.ids[:-1] for e in batch]
+        w = max(len(p) for p in prefixes)
+        pad = self.lm.tokenizer.pad_token_id
+        input_ids = torch.tensor([p + [pad] * (w - len(p)) for p in prefixes], device=self.dev)  # (b, w), right-padded
+        out = self.lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)  # causal: pads come last, unseen
+        layers = out.past_key_values.layers
+        if self.kv is None:
+            self._allocate(layers[0].keys)
+        src = torch.tensor([j for j, e in enumerate(batch) for _ in by_prompt[e.item.index]], device=self.dev)
+        dst = torch.tensor([slot for e in batch for slot in by_prompt[e.item.index]], device=self.dev)
+        for i, layer in enumerate(layers):
+            self.kv.keys[i][dst, :, :w] = layer.keys[src]  # (n, H, w, D); pad columns are masked, then overwritten
+            self.kv.values[i][dst, :, :w] = layer.values[src]
+
+    def _allocate(self, like: torch.Tensor | None) -> None:
+        """The slot buffers: per layer (S, H, W, D) keys and values, plus host positions and pending tokens."""
+        config = self.lm.model.config
+        heads = getattr(config, "n_head", None) or config.num_attention_heads
+        layers = getattr(config, "n_layer", None) or config.num_hidden_layers
+        dim = (getattr(config, "n_embd", None) or config.hidden_size) // heads
+        if like is not None:
+            heads, dim = like.shape[1], like.shape[3]
+        dtype = like.dtype if like is not None else self.lm.model.dtype
+        shape = (self.budget, heads, self.width, dim)
+        keys = [torch.zeros(shape, dtype=dtype, device=self.dev) for _ in range(layers)]
+        values = [torch.zeros(shape, dtype=dtype, device=self.dev) for _ in range(layers)]
+        self.kv = _SlotCache(keys, values)
+        self.arange = torch.arange(self.budget, device=self.dev)
+        self.pos = np.zeros(self.budget, dtype=np.int64)  # position of each slot's pending token
+        self.pending = np.zeros(self.budget, dtype=np.int64)  # the token each slot feeds next
+        if self.cfg.repetition_penalty != 1:
+            self.history = torch.zeros((self.budget, self.width + 1), dtype=torch.long, device=self.dev)
+
+    def _move(self, src: int, dst: int) -> None:
+        """Slot ``src``'s row into slot ``dst`` (its KV up to its position, position, pending token, history)."""
+        n = int(self.pos[src])
+        for keys, values in zip(self.kv.keys, self.kv.values, strict=True):
+            keys[dst, :, :n] = keys[src, :, :n]
+            values[dst, :, :n] = values[src, :, :n]
+        self.pos[dst], self.pending[dst] = self.pos[src], self.pending[src]
+        if self.cfg.repetition_penalty != 1:
+            self.history[dst] = self.history[src]
+        self.slots[dst] = self.slots[src]
+
+    def _shrink(self) -> None:
+        """After an OOM: rows in flight back to the front of the queue (from scratch), half the budget."""
+        if self.lm.device.is_cuda:
+            torch.cuda.empty_cache()
+        if self.budget <= 1:
+            raise GenerationOOM(f"out of memory generating a single row on {self.lm.device.name}")
+        for row in self.slots:
+            row.out.clear()
+        self.waiting.extendleft(reversed(self.slots))
+        self.slots, self.kv = [], None
+        self.budget //= 2
+        logger.warning("out of memory: %d rows in flight from now on", self.budget)
+
+    # -- finishing ------------------------------------------------------------------------------------------------
+    def _advance(self, tokens: list[int]) -> None:
+        """Record each row's token, then retire the rows that ended (EOS, their max_new_tokens, a stop string)."""
+        self.new_tokens += len(tokens)
+        ended = []
+        for slot, (row, token) in enumerate(zip(self.slots, tokens, strict=True)):
+            row.out.append(token)
+            self.pos[slot] += 1
+            self.pending[slot] = token
+            if token in self.eos or len(row.out) >= row.enc.max_new_tokens:
+                ended.append(slot)
+        ended = sorted(set(ended) | set(self._stopped(ended)))
+        for slot in reversed(ended):
+            self._retire(slot)
+
+    def _stopped(self, ended: list[int]) -> list[int]:
+        """Slots whose new text now holds one of their stop strings (their tails decoded in one call)."""
+        skip = set(ended)
+        check = [s for s, row in enumerate(self.slots) if row.enc.stop and s not in skip]
+        if not check:
+            return []
+        tails = [self.slots[s].out[-stop_window(self.slots[s].enc.stop) :] for s in check]
+        texts = self.lm.tokenizer.batch_decode(tails, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return [s for s, text in zip(check, texts, strict=True) if first_stop(text, self.slots[s].enc.stop) is not None]
+
+    def _retire(self, slot: int) -> None:
+        row = self.slots[slot]
+        last = len(self.slots) - 1
+        if slot != last:
+            self._move(last, slot)
+        self.slots.pop()
+        enc = row.enc
+        text, tokens, reason = finish(self.lm.tokenizer, row.out, self.eos, enc.max_new_tokens, enc.stop)
+        copies = self.cfg.num_return_sequences // self.cfg.decoded_sequences  # greedy: one decoded, all copied
+        done = self.partial.setdefault(enc.item.index, [])
+        done.extend(Completion(enc.item.index, row.sequence + k, text, tokens, reason) for k in range(copies))
+        if len(done) == self.cfg.num_return_sequences:  # a prompt goes out only whole (a retry skips whole prompts)
+            self.ready.extend(sorted(self.partial.pop(enc.item.index), key=lambda c: c.sequence))
+            self.done += 1
+
+    def _flush(self, force: bool) -> None:
+        """Hand finished prompts to ``on_chunk`` in bounded chunks, then ``report`` (which may raise Stopped)."""
+        now = time.monotonic()
+        due = force or len(self.ready) >= CHUNK_ROWS or (self.ready and now - self.last_flush >= FLUSH_SECONDS)
+        if due and self.ready:
+            while self.ready:
+                chunk, self.ready = self.ready[:CHUNK_ROWS], self.ready[CHUNK_ROWS:]
+                self.results.extend(chunk)
+                if self.on_chunk is not None:
+                    self.on_chunk(chunk)
+            self.last_flush = now
+        elif not (force or now - self.last_report >= REPORT_SECONDS):
+            return
+        self.last_report = now
+        delivered = self.done - len(self.ready) // self.cfg.num_return_sequences  # ready holds whole prompts
+        self.report(delivered, self.total, tokens_per_s=self.new_tokens / max(now - self.start, 1e-9))
+
+
+def generate_continuous(
+    lm: LoadedLM,
+    encoded: list[Encoded],
+    cfg: GenerateConfig,
+    report: Report,
+    on_chunk: Callable[[list[Completion]], None] | None,
+) -> list[Completion]:
+    """Generate every row of ``encoded`` with continuous batching; completions in the order they finished."""
+    return ContinuousEngine(lm, encoded, cfg, report, on_chunk).run()
+
+
+def _autocast(device: Device):
+    if device.is_cuda and device.autocast_dtype is not None:
+        return torch.autocast("cuda", dtype=device.autocast_dtype)
+    return contextlib.nullcontext()
