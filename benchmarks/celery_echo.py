@@ -7,8 +7,14 @@ import os
 from celery import Celery
 
 app = Celery("echo", broker=os.environ["REDIS_URL"], backend=os.environ["REDIS_URL"])
-app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json", task_acks_late=True,
-                worker_prefetch_multiplier=1, task_default_queue="echo")  # fmt: skip
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="echo",
+)
 
 
 @app.task(name="echo")

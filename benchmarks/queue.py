@@ -34,8 +34,9 @@ def pct(values: list[float], q: float) -> float:
 def start_web(stack: Stack, port: int) -> subprocess.Popen:
     from shared.cli.up import web_command
 
-    proc = subprocess.Popen(web_command("127.0.0.1", port, workers=2), env=stack.env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        web_command("127.0.0.1", port, workers=2), env=stack.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(200):
         try:
             requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1)
@@ -95,8 +96,24 @@ def _wait(http, base: str, ids: list[str], timeout: float = 600) -> list[dict]:
 
 def run_bare_celery(stack: Stack, n: int) -> dict:
     env = stack.env()
-    cmd = [sys.executable, "-m", "celery", "-A", "benchmarks.celery_echo", "worker", "-Q", "echo", "-c", "1",
-           "--loglevel", "WARNING", "-n", "echo@%h", "--without-gossip", "--without-mingle"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "benchmarks.celery_echo",
+        "worker",
+        "-Q",
+        "echo",
+        "-c",
+        "1",
+        "--loglevel",
+        "WARNING",
+        "-n",
+        "echo@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         from benchmarks.celery_echo import echo
@@ -131,12 +148,18 @@ def main() -> None:
     finally:
         stack.stop()
     print(f"jobs: {args.jobs}, one worker process each, same Redis")
-    print(f"genqueue full path : p50 {full['p50'] * 1000:7.1f} ms  p95 {full['p95'] * 1000:7.1f} ms  "
-          f"{full['per_s']:6.1f} jobs/s")
-    print(f"bare Celery noop   : p50 {bare['p50'] * 1000:7.1f} ms  p95 {bare['p95'] * 1000:7.1f} ms  "
-          f"{bare['per_s']:6.1f} tasks/s")
-    print(f"ratio (genqueue/bare): throughput {full['per_s'] / bare['per_s']:.2f}x, "
-          f"per-job service time {bare['per_s'] / full['per_s']:.1f}x")
+    print(
+        f"genqueue full path : p50 {full['p50'] * 1000:7.1f} ms  p95 {full['p95'] * 1000:7.1f} ms  "
+        f"{full['per_s']:6.1f} jobs/s"
+    )
+    print(
+        f"bare Celery noop   : p50 {bare['p50'] * 1000:7.1f} ms  p95 {bare['p95'] * 1000:7.1f} ms  "
+        f"{bare['per_s']:6.1f} tasks/s"
+    )
+    print(
+        f"ratio (genqueue/bare): throughput {full['per_s'] / bare['per_s']:.2f}x, "
+        f"per-job service time {bare['per_s'] / full['per_s']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

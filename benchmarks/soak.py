@@ -54,15 +54,31 @@ def job_specs(n: int, rng: random.Random, model: str, dataset: str) -> list[dict
     for i in range(n):
         if rng.random() < 0.15:
             steps = rng.randint(30, 80)
-            params = {"base_model": "scratch", "size": "tiny", "vocab_size": 512, "dataset_id": dataset,
-                      "block_size": 64, "batch_size": 8, "max_steps": steps, "eval_every": 1000,
-                      "checkpoint_every": rng.choice([10, 15, 20]), "learning_rate": 2e-3, "warmup_steps": 5,
-                      "name": f"soak-{i}"}  # fmt: skip
+            params = {
+                "base_model": "scratch",
+                "size": "tiny",
+                "vocab_size": 512,
+                "dataset_id": dataset,
+                "block_size": 64,
+                "batch_size": 8,
+                "max_steps": steps,
+                "eval_every": 1000,
+                "checkpoint_every": rng.choice([10, 15, 20]),
+                "learning_rate": 2e-3,
+                "warmup_steps": 5,
+                "name": f"soak-{i}",
+            }
             specs.append({"kind": "text.train", "params": {**params, "max_attempts": MAX_ATTEMPTS}})
         else:
             prompts = [f"soak job {i} prompt {k} says" for k in range(rng.randint(5, 30))]
-            params = {"model": model, "prompts": prompts, "max_new_tokens": rng.randint(8, 24),
-                      "batch_size": rng.choice([1, 2, 4, 8]), "seed": i, "max_attempts": MAX_ATTEMPTS}  # fmt: skip
+            params = {
+                "model": model,
+                "prompts": prompts,
+                "max_new_tokens": rng.randint(8, 24),
+                "batch_size": rng.choice([1, 2, 4, 8]),
+                "seed": i,
+                "max_attempts": MAX_ATTEMPTS,
+            }
             specs.append({"kind": "text.generate", "params": params})
     return specs
 
@@ -138,17 +154,37 @@ def check(stack: Stack, ids: list[str], specs: list[dict]) -> dict:
     expected = {job_id: spec for job_id, spec in zip(ids, specs, strict=True)}
     with stack.engine().connect() as c:
         jobs = {r.id: r for r in c.execute(text("SELECT id, kind, status, attempt, error FROM jobs")).all()}
-        results = {r.job_id: r for r in c.execute(text(
-            "SELECT job_id, count(*) AS rows, count(DISTINCT (prompt_index, sequence)) AS distinct_rows, "
-            "max(prompt_index) AS max_index, count(DISTINCT prompt_index) AS prompts "
-            "FROM generation_results GROUP BY job_id")).all()}  # fmt: skip
-        models = dict(c.execute(text(
-            "SELECT job_id, count(*) FROM models WHERE job_id IS NOT NULL GROUP BY job_id")).all())  # fmt: skip
-        finals = dict(c.execute(text(
-            "SELECT job_id, count(*) FROM job_events WHERE type = 'status' "
-            "AND data->>'status' IN ('succeeded', 'failed', 'cancelled') GROUP BY job_id")).all())  # fmt: skip
-    out = {"not_terminal": [], "failed": [], "missing_results": [], "dup_rows": 0, "stray_rows": 0,
-           "dup_models": 0, "dup_finals": 0, "attempts": {}}  # fmt: skip
+        results = {
+            r.job_id: r
+            for r in c.execute(
+                text(
+                    "SELECT job_id, count(*) AS rows, count(DISTINCT (prompt_index, sequence)) AS distinct_rows, "
+                    "max(prompt_index) AS max_index, count(DISTINCT prompt_index) AS prompts "
+                    "FROM generation_results GROUP BY job_id"
+                )
+            ).all()
+        }
+        models = dict(
+            c.execute(text("SELECT job_id, count(*) FROM models WHERE job_id IS NOT NULL GROUP BY job_id")).all()
+        )
+        finals = dict(
+            c.execute(
+                text(
+                    "SELECT job_id, count(*) FROM job_events WHERE type = 'status' "
+                    "AND data->>'status' IN ('succeeded', 'failed', 'cancelled') GROUP BY job_id"
+                )
+            ).all()
+        )
+    out = {
+        "not_terminal": [],
+        "failed": [],
+        "missing_results": [],
+        "dup_rows": 0,
+        "stray_rows": 0,
+        "dup_models": 0,
+        "dup_finals": 0,
+        "attempts": {},
+    }
     for job_id, spec in expected.items():
         job = jobs.get(job_id)
         if job is None or job.status not in TERMINAL:
@@ -161,8 +197,9 @@ def check(stack: Stack, ids: list[str], specs: list[dict]) -> dict:
         if spec["kind"] == "text.generate":
             n = len(spec["params"]["prompts"])
             r = results.get(job_id)
-            rows, distinct, max_index, prompts = (r.rows, r.distinct_rows, r.max_index, r.prompts) if r else (0, 0,
-                                                                                                           -1, 0)
+            rows, distinct, max_index, prompts = (
+                (r.rows, r.distinct_rows, r.max_index, r.prompts) if r else (0, 0, -1, 0)
+            )
             out["dup_rows"] += rows - distinct
             out["stray_rows"] += max(0, max_index - (n - 1))
             if job.status == "succeeded" and prompts != n:
@@ -202,13 +239,18 @@ def main() -> int:
         user = stack.make_user("soak")
         client = create_app({"TESTING": True}).test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
-        upload = client.post("/api/v1/datasets", content_type="multipart/form-data",
-                             data={"file": (io.BytesIO(stdlib_corpus_text(max_chars=60_000).encode()), "c.txt")})
+        upload = client.post(
+            "/api/v1/datasets",
+            content_type="multipart/form-data",
+            data={"file": (io.BytesIO(stdlib_corpus_text(max_chars=60_000).encode()), "c.txt")},
+        )
         dataset = upload.get_json()["id"]
         specs = job_specs(args.jobs, rng, model, dataset)
         kinds = sum(1 for s in specs if s["kind"] == "text.train")
-        log(f"{args.jobs} jobs ({args.jobs - kinds} text.generate, {kinds} text.train), {args.workers} workers, "
-            f"a kill every ~{args.kill_every:g}s; data and logs in {ROOT}")  # fmt: skip
+        log(
+            f"{args.jobs} jobs ({args.jobs - kinds} text.generate, {kinds} text.train), {args.workers} workers, "
+            f"a kill every ~{args.kill_every:g}s; data and logs in {ROOT}"
+        )
 
         sup = Supervisor(stack.env(GENQUEUE_WORKER_CONCURRENCY="1"), log_dir=ROOT)
         for i in range(args.workers):
@@ -250,13 +292,22 @@ def main() -> int:
         lost = result["lost"] + (args.jobs - len(ids))
         wall = time.monotonic() - started
         print(f"jobs {args.jobs}, kills {chaos.total}, lost {lost}, duplicated {result['duplicated']}", flush=True)
-        print(f"  kills: {chaos.kills}; worker restarts by the supervisor: {sup.restarts}; Redis restarted: "
-              f"{redis_restarted}; wall {wall:.0f}s", flush=True)  # fmt: skip
-        print(f"  attempts per job: {dict(sorted(result['attempts'].items()))}; not terminal: "
-              f"{len(result['not_terminal'])}; failed: {result['failed'][:5]}; missing results: "
-              f"{result['missing_results'][:5]}", flush=True)  # fmt: skip
-        print(f"  duplicate rows {result['dup_rows']}, stray rows {result['stray_rows']}, duplicate models "
-              f"{result['dup_models']}, duplicate terminal statuses {result['dup_finals']}", flush=True)  # fmt: skip
+        print(
+            f"  kills: {chaos.kills}; worker restarts by the supervisor: {sup.restarts}; Redis restarted: "
+            f"{redis_restarted}; wall {wall:.0f}s",
+            flush=True,
+        )
+        print(
+            f"  attempts per job: {dict(sorted(result['attempts'].items()))}; not terminal: "
+            f"{len(result['not_terminal'])}; failed: {result['failed'][:5]}; missing results: "
+            f"{result['missing_results'][:5]}",
+            flush=True,
+        )
+        print(
+            f"  duplicate rows {result['dup_rows']}, stray rows {result['stray_rows']}, duplicate models "
+            f"{result['dup_models']}, duplicate terminal statuses {result['dup_finals']}",
+            flush=True,
+        )
         return 0 if lost == 0 and result["duplicated"] == 0 else 1
     finally:
         if chaos is not None:

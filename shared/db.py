@@ -47,9 +47,13 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or database_url()
     if url not in _engines:
         _engines[url] = create_engine(
-            url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800,
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            pool_recycle=1800,
             connect_args={"connect_timeout": 5},
-        )  # fmt: skip
+        )
     return _engines[url]
 
 

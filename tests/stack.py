@@ -95,8 +95,9 @@ class Stack:
 
     def truncate(self) -> None:
         with self.engine().begin() as c:
-            c.execute(text("TRUNCATE jobs, job_events, generation_results, artifacts, datasets, api_tokens, workers "
-                           "CASCADE"))  # fmt: skip
+            c.execute(
+                text("TRUNCATE jobs, job_events, generation_results, artifacts, datasets, api_tokens, workers CASCADE")
+            )
             c.execute(text("DELETE FROM models WHERE source <> 'hub'"))
             c.execute(text("DELETE FROM users"))
         import redis
@@ -128,12 +129,33 @@ class WorkerProcess:
         self.log_path = stack.root / f"{name}.log"
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-               "-Q", "gpu,cpu", "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-gossip",
-               "--without-mingle"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "-Q",
+            "gpu,cpu",
+            "-c",
+            str(self.concurrency),
+            "-n",
+            f"{self.name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=self.stack.env(**self.extra_env), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.stack.env(**self.extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         if wait:
             self.wait_ready()
         return self

@@ -36,10 +36,15 @@ def _from_session() -> None:
 
     from shared.models import ApiToken, User
 
-    row = db_session().execute(
-        select(User, ApiToken).join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == session["token_hash"])
-    ).first()  # fmt: skip
+    row = (
+        db_session()
+        .execute(
+            select(User, ApiToken)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == session["token_hash"])
+        )
+        .first()
+    )
     if row is None or row[1].revoked_at is not None:
         session.clear()
         raise Unauthorized("session expired; log in again")

@@ -47,10 +47,12 @@ BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 def _histograms(s, name: str, doc: str, seconds_sql: str, where: str) -> HistogramMetricFamily:
     """A histogram by kind computed in one query: cumulative bucket counts, count and sum of ``seconds_sql``."""
     buckets = ", ".join(f"count(*) FILTER (WHERE d <= {b}) AS b{i}" for i, b in enumerate(BUCKETS))
-    rows = s.execute(text(
-        f"SELECT kind, {buckets}, count(*) AS n, coalesce(sum(d), 0) AS total "
-        f"FROM (SELECT kind, extract(epoch FROM {seconds_sql}) AS d FROM jobs WHERE {where}) t GROUP BY kind"
-    )).mappings()  # fmt: skip
+    rows = s.execute(
+        text(
+            f"SELECT kind, {buckets}, count(*) AS n, coalesce(sum(d), 0) AS total "
+            f"FROM (SELECT kind, extract(epoch FROM {seconds_sql}) AS d FROM jobs WHERE {where}) t GROUP BY kind"
+        )
+    ).mappings()
     family = HistogramMetricFamily(name, doc, labels=["kind"])
     for r in rows:
         counts = [(str(float(b)), r[f"b{i}"]) for i, b in enumerate(BUCKETS)] + [("+Inf", r["n"])]
@@ -77,37 +79,52 @@ class PostgresCollector:
         oldest = GaugeMetricFamily(
             "genqueue_queue_oldest_age_seconds", "Age of the oldest `queued` job, by queue", labels=["queue"]
         )
-        rows = s.execute(text(
-            "SELECT queue, count(*), extract(epoch FROM now() - min(created_at)) FROM jobs "
-            "WHERE status = 'queued' GROUP BY queue"
-        ))  # fmt: skip
+        rows = s.execute(
+            text(
+                "SELECT queue, count(*), extract(epoch FROM now() - min(created_at)) FROM jobs "
+                "WHERE status = 'queued' GROUP BY queue"
+            )
+        )
         for queue, n, age in rows:
             depth.add_metric([queue], n)
             oldest.add_metric([queue], float(age))
         yield depth
         yield oldest
-        yield _histograms(s, "genqueue_job_duration_seconds", "Run time of finished jobs (started → finished), by kind",
-                          "finished_at - started_at",
-                          "status IN ('succeeded', 'failed', 'cancelled') AND started_at IS NOT NULL "
-                          "AND finished_at IS NOT NULL")  # fmt: skip
-        yield _histograms(s, "genqueue_job_queue_wait_seconds", "Time from submission to first start, by kind",
-                          "started_at - created_at", "started_at IS NOT NULL")  # fmt: skip
+        yield _histograms(
+            s,
+            "genqueue_job_duration_seconds",
+            "Run time of finished jobs (started → finished), by kind",
+            "finished_at - started_at",
+            "status IN ('succeeded', 'failed', 'cancelled') AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+        )
+        yield _histograms(
+            s,
+            "genqueue_job_queue_wait_seconds",
+            "Time from submission to first start, by kind",
+            "started_at - created_at",
+            "started_at IS NOT NULL",
+        )
 
     def _work(self, s):
         tokens = CounterMetricFamily("genqueue_tokens_generated", "New tokens in stored text.generate results")
         tokens.add_metric([], s.execute(text("SELECT coalesce(sum(tokens), 0) FROM generation_results")).scalar())
         yield tokens
         rate = GaugeMetricFamily("genqueue_tokens_per_second", "Tokens generated per second over the last minute")
-        recent = s.execute(text(
-            "SELECT coalesce(sum(tokens), 0) FROM generation_results WHERE created_at > now() - interval '60 seconds'"
-        )).scalar()  # fmt: skip
+        recent = s.execute(
+            text(
+                "SELECT coalesce(sum(tokens), 0) FROM generation_results"
+                " WHERE created_at > now() - interval '60 seconds'"
+            )
+        ).scalar()
         rate.add_metric([], float(recent) / 60.0)
         yield rate
         steps = CounterMetricFamily("genqueue_training_steps", "Training steps done, by kind", labels=["kind"])
-        for kind, n in s.execute(text(
-            "SELECT kind, coalesce(sum(progress_done), 0) FROM jobs WHERE kind IN ('text.train', 'image.train_gan') "
-            "GROUP BY kind"
-        )):  # fmt: skip
+        for kind, n in s.execute(
+            text(
+                "SELECT kind, coalesce(sum(progress_done), 0) FROM jobs"
+                " WHERE kind IN ('text.train', 'image.train_gan') GROUP BY kind"
+            )
+        ):
             steps.add_metric([kind], n)
         yield steps
 

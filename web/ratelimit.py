@@ -45,8 +45,13 @@ class Decision:
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
     """One client (connection pool) per URL: short timeouts and no retries, since failing open must be quick."""
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS,
-                                retry=Retry(NoBackoff(), 0), health_check_interval=30)  # fmt: skip
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=TIMEOUT_SECONDS,
+        socket_connect_timeout=TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
 
 
 def _redis_url() -> str:

@@ -161,9 +161,18 @@ class JobContext:
         size, sha = self.store.put_bytes(rel, data)
         ctype = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         row = {
-            "id": art_id, "job_id": self.job_id, "owner_id": self.owner_id, "name": name, "role": role,
-            "content_type": ctype, "size": size, "sha256": sha, "step": step, "path": rel, "attempt": self.attempt,
-        }  # fmt: skip
+            "id": art_id,
+            "job_id": self.job_id,
+            "owner_id": self.owner_id,
+            "name": name,
+            "role": role,
+            "content_type": ctype,
+            "size": size,
+            "sha256": sha,
+            "step": step,
+            "path": rel,
+            "attempt": self.attempt,
+        }
 
         def write() -> str:
             with session_scope() as s:

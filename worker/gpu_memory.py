@@ -33,8 +33,11 @@ def gpu_memory_used(device: str) -> int | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("nvidia-smi failed: %s", exc)
         return None

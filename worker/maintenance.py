@@ -164,14 +164,26 @@ def beat(
     """Record this worker as alive (the system page and /health count workers seen recently)."""
     with session_scope() as s:
         stmt = pg_insert(Worker).values(
-            id=worker_id, queues=queues, device=device, pid=pid, last_seen=func.now(), current_job_id=current_job,
+            id=worker_id,
+            queues=queues,
+            device=device,
+            pid=pid,
+            last_seen=func.now(),
+            current_job_id=current_job,
             gpu_memory_bytes=gpu_memory,
-        )  # fmt: skip
-        s.execute(stmt.on_conflict_do_update(
-            index_elements=[Worker.id],
-            set_={"last_seen": func.now(), "pid": pid, "queues": queues, "device": device,
-                  "gpu_memory_bytes": gpu_memory},
-        ))  # fmt: skip
+        )
+        s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[Worker.id],
+                set_={
+                    "last_seen": func.now(),
+                    "pid": pid,
+                    "queues": queues,
+                    "device": device,
+                    "gpu_memory_bytes": gpu_memory,
+                },
+            )
+        )
 
 
 class Maintenance(threading.Thread):

@@ -84,12 +84,25 @@ def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobConte
         if defer_if_over_cap(s, job_id):
             logger.info("job %s deferred: its owner runs their cap of jobs", job_id)
             return None
-        job = lifecycle.claim(s, job_id, worker=worker, device=device, lease_seconds=get_settings().lease_seconds,
-                              default_timeout=policy.default_timeout_seconds)
+        job = lifecycle.claim(
+            s,
+            job_id,
+            worker=worker,
+            device=device,
+            lease_seconds=get_settings().lease_seconds,
+            default_timeout=policy.default_timeout_seconds,
+        )
         if job is None:
             return None
-        return JobContext(job_id=job.id, attempt=job.attempt, kind=job.kind, owner_id=job.owner_id,
-                          params=dict(job.params), started_at=job.started_at, timeout_seconds=job.timeout_seconds)
+        return JobContext(
+            job_id=job.id,
+            attempt=job.attempt,
+            kind=job.kind,
+            owner_id=job.owner_id,
+            params=dict(job.params),
+            started_at=job.started_at,
+            timeout_seconds=job.timeout_seconds,
+        )
 
 
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
@@ -172,8 +185,14 @@ class LeaseKeeper(threading.Thread):
             return
         logger.error("%s ran %.0fs past its timeout without stopping; failing it", ctx.job_id, over)
         try:
-            finish(ctx, JobStatus.FAILED, error={"code": "timeout", "message": (
-                f"ran past {ctx.timeout_seconds}s and did not stop; its worker process was ended")})  # fmt: skip
+            finish(
+                ctx,
+                JobStatus.FAILED,
+                error={
+                    "code": "timeout",
+                    "message": (f"ran past {ctx.timeout_seconds}s and did not stop; its worker process was ended"),
+                },
+            )
         except Exception as exc:  # noqa: BLE001 - if this write fails, the rescuer fails it once the lease expires
             logger.warning("could not record the timeout of %s: %s", ctx.job_id, exc)
         if process.exit_on_hung:
@@ -286,8 +305,11 @@ def _run_claimed(ctx: JobContext, handler: Handler, policy: KindPolicy) -> str:
         logger.warning("%s: stale attempt, nothing written: %s", ctx.job_id, exc)
         return "fenced"
     except (UserError, ValidationError) as exc:
-        error = {"code": exc.code, "message": exc.message} if isinstance(exc, UserError) else {
-            "code": "invalid_params", "message": str(exc)[:2000]}  # fmt: skip
+        error = (
+            {"code": exc.code, "message": exc.message}
+            if isinstance(exc, UserError)
+            else {"code": "invalid_params", "message": str(exc)[:2000]}
+        )
         _flush_quietly(ctx)
         return _finish_unless_fenced(ctx, JobStatus.FAILED, error)
     except policy.transient_types() as exc:
@@ -310,10 +332,12 @@ def _stopped(ctx: JobContext, reason: str) -> str:
     if reason == "cancelled":
         return _finish_unless_fenced(ctx, JobStatus.CANCELLED)
     if reason == "timeout":
-        return _finish_unless_fenced(ctx, JobStatus.FAILED, {"code": "timeout",
-                                                              "message": f"ran past {ctx.timeout_seconds}s"})
-    return _unless_fenced(ctx, lambda: retry_or_fail(ctx, "worker_shutdown", "the worker shut down; handed back",
-                                                     count_attempt=False))  # fmt: skip
+        return _finish_unless_fenced(
+            ctx, JobStatus.FAILED, {"code": "timeout", "message": f"ran past {ctx.timeout_seconds}s"}
+        )
+    return _unless_fenced(
+        ctx, lambda: retry_or_fail(ctx, "worker_shutdown", "the worker shut down; handed back", count_attempt=False)
+    )
 
 
 def _finish_unless_fenced(ctx: JobContext, status: str, error: dict | None = None) -> str:

@@ -193,16 +193,33 @@ def upgrade() -> None:
 def _seed_builtin_models() -> None:
     """Hub models everyone can use (loaded online, or from the local Hugging Face cache)."""
     models = sa.table(
-        "models", sa.column("id", sa.String), sa.column("name", sa.String), sa.column("kind", sa.String),
-        sa.column("source", sa.String), sa.column("hub_id", sa.String), sa.column("config", postgresql.JSONB),
-        sa.column("metrics", postgresql.JSONB), sa.column("size_bytes", sa.BigInteger),
-    )  # fmt: skip
+        "models",
+        sa.column("id", sa.String),
+        sa.column("name", sa.String),
+        sa.column("kind", sa.String),
+        sa.column("source", sa.String),
+        sa.column("hub_id", sa.String),
+        sa.column("config", postgresql.JSONB),
+        sa.column("metrics", postgresql.JSONB),
+        sa.column("size_bytes", sa.BigInteger),
+    )
     rows = [("mdl_hub_gpt2", "gpt2", 124_439_808), ("mdl_hub_distilgpt2", "distilgpt2", 81_912_576)]
-    op.bulk_insert(models, [
-        {"id": mid, "name": name, "kind": "causal-lm", "source": "hub", "hub_id": name,
-         "config": {"context_length": 1024, "n_params": n}, "metrics": {}, "size_bytes": 0}
-        for mid, name, n in rows
-    ])  # fmt: skip
+    op.bulk_insert(
+        models,
+        [
+            {
+                "id": mid,
+                "name": name,
+                "kind": "causal-lm",
+                "source": "hub",
+                "hub_id": name,
+                "config": {"context_length": 1024, "n_params": n},
+                "metrics": {},
+                "size_bytes": 0,
+            }
+            for mid, name, n in rows
+        ],
+    )
 
 
 def downgrade() -> None:

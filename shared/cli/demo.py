@@ -16,8 +16,16 @@ import time
 
 from shared.cli.client import ApiFailure, Client
 
-HUB_PROMPTS = ["Once upon a time", "The weather today", "In the beginning", "My favourite recipe",
-               "The future of computing", "A letter to a friend", "Breaking news:", "The secret of"]  # fmt: skip
+HUB_PROMPTS = [
+    "Once upon a time",
+    "The weather today",
+    "In the beginning",
+    "My favourite recipe",
+    "The future of computing",
+    "A letter to a friend",
+    "Breaking news:",
+    "The secret of",
+]
 
 
 def hub_model_available(client: Client, name: str = "gpt2") -> bool:
@@ -88,8 +96,10 @@ def run_demo(steps: int = 300, gan_steps: int = 400, timeout: float = 1800, clie
     tracker.add(train, "text.train")
     tracker.add(gan, "image.train_gan")
     if hub_model_available(client):
-        tracker.add(client.submit("text.generate", {"model": "gpt2", "prompts": HUB_PROMPTS,
-                                                    "max_new_tokens": 32}), "gpt2 generate")  # fmt: skip
+        tracker.add(
+            client.submit("text.generate", {"model": "gpt2", "prompts": HUB_PROMPTS, "max_new_tokens": 32}),
+            "gpt2 generate",
+        )
     else:
         print("  offline: gpt2 is neither cached nor reachable, skipping the hub model (the rest runs offline)")
     return _follow(client, tracker, train["id"], gan["id"], timeout)
@@ -130,8 +140,11 @@ def _summary(tracker: Tracker) -> int:
         extra = f" — {j['error']['message']}" if j.get("error") else ""
         print(f"  {j['kind']:<16} {j['status']:<10} {j['id']}{extra}")
     ok = len(jobs) >= 4 and all(j["status"] == "succeeded" for j in jobs)
-    print("demo finished: open the dashboard to see the loss curve, sample grids, texts and images" if ok
-          else "demo did not finish cleanly (see above)")  # fmt: skip
+    print(
+        "demo finished: open the dashboard to see the loss curve, sample grids, texts and images"
+        if ok
+        else "demo did not finish cleanly (see above)"
+    )
     return 0 if ok else 1
 
 

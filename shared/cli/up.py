@@ -22,18 +22,50 @@ logger = logging.getLogger(__name__)
 def worker_command(name: str = "worker1", concurrency: int | None = None, queues: str | None = None) -> list[str]:
     settings = get_settings()
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-        "-Q", queues or ",".join(settings.worker_queues), "-c", str(concurrency or settings.worker_concurrency),
-        "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "-Q",
+        queues or ",".join(settings.worker_queues),
+        "-c",
+        str(concurrency or settings.worker_concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def web_command(host: str, port: int, workers: int = 2) -> list[str]:
     return [
-        sys.executable, "-m", "gunicorn", "web.wsgi:app", "--bind", f"{host}:{port}", "--workers", str(workers),
-        "--threads", "4", "--worker-class", "gthread", "--timeout", "120", "--graceful-timeout", "10",
-        "--access-logfile", "-", "--log-level", "warning", "--config", "python:web.gunicorn_conf",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "web.wsgi:app",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--worker-class",
+        "gthread",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+        "--log-level",
+        "warning",
+        "--config",
+        "python:web.gunicorn_conf",
+    ]
 
 
 class Supervisor:
@@ -206,8 +238,10 @@ def up() -> int:
         return 1
     try:
         if not port_free(settings.host, settings.port):
-            print(f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"genqueue: {settings.host}:{settings.port} is already in use; set GENQUEUE_PORT to another port.",
+                file=sys.stderr,
+            )
             return 1
         return _run(settings, data_dir, Lifeline(keep_fds=(lock.fileno(),)))
     finally:

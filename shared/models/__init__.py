@@ -11,6 +11,20 @@ from shared.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelive
 from shared.models.workers import Worker
 
 __all__ = [
-    "ApiToken", "Artifact", "Base", "Dataset", "GenerationResult", "Job", "JobEvent", "JobStatus", "Model",
-    "ModelKind", "ModelSource", "User", "WebhookAttempt", "WebhookDelivery", "DeliveryStatus", "Worker",
-]  # fmt: skip
+    "ApiToken",
+    "Artifact",
+    "Base",
+    "Dataset",
+    "GenerationResult",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "Model",
+    "ModelKind",
+    "ModelSource",
+    "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "DeliveryStatus",
+    "Worker",
+]

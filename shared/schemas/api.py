@@ -41,14 +41,18 @@ class JobCreate(BaseModel):
     queue: Literal["gpu", "cpu"] = Field("gpu", description='"gpu" (ML work; CPU workers serve it too) or "cpu".')
     metadata: Metadata = Field(default_factory=dict)
     webhook_url: str | None = Field(
-        None, min_length=1, max_length=2048,
+        None,
+        min_length=1,
+        max_length=2048,
         description="POSTed the job (Standard Webhooks, signed) when it reaches one of `webhook_events`; "
         "unset: your default webhook URL, if any. Must resolve to a public address.",
-    )  # fmt: skip
+    )
     webhook_events: list[WebhookEvent] | None = Field(
-        None, min_length=1, max_length=4, description='Statuses that call the webhook; unset: ["succeeded", '
-        '"failed", "cancelled"].',
-    )  # fmt: skip
+        None,
+        min_length=1,
+        max_length=4,
+        description='Statuses that call the webhook; unset: ["succeeded", "failed", "cancelled"].',
+    )
 
 
 class Progress(BaseModel):

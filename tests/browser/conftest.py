@@ -14,9 +14,15 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -24,8 +30,10 @@ PHONE = {"width": 390, "height": 844}
 
 def _unavailable() -> str | None:
     if not os.access(CHROMIUM, os.X_OK):
-        return (f"Debian Chromium is not installed at {CHROMIUM}: `make test` installs it when run as root "
-                "(apt-get install chromium chromium-driver); browser tests never download a browser")  # fmt: skip
+        return (
+            f"Debian Chromium is not installed at {CHROMIUM}: `make test` installs it when run as root "
+            "(apt-get install chromium chromium-driver); browser tests never download a browser"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -63,8 +71,12 @@ def browser(tmp_path_factory):
 
     with sync_playwright() as pw:
         # launch() gives each run a fresh, temporary user-data-dir; nothing is read from or left in ~/.config.
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                               downloads_path=str(tmp_path_factory.mktemp("downloads")))  # fmt: skip
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            downloads_path=str(tmp_path_factory.mktemp("downloads")),
+        )
         yield b
         b.close()
 
@@ -78,8 +90,10 @@ def page(browser, live_server):
     problems: list[str] = []
     pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     pg.on("console", lambda msg: _console(problems, msg))
-    pg.on("response", lambda r: problems.append(f"{r.status} for {r.url}") if "/static/" in r.url and r.status >= 400
-          else None)  # fmt: skip
+    pg.on(
+        "response",
+        lambda r: problems.append(f"{r.status} for {r.url}") if "/static/" in r.url and r.status >= 400 else None,
+    )
     yield pg
     context.close()
     assert not problems, "\n".join(problems)

@@ -33,8 +33,9 @@ class Api:
         return resp.json()
 
     def submit_generate(self, model: str, prompts: list[str], **params) -> dict:
-        return self.post("/jobs", json={"kind": "text.generate", "params": {"model": model, "prompts": prompts,
-                                                                              **params}})  # fmt: skip
+        return self.post(
+            "/jobs", json={"kind": "text.generate", "params": {"model": model, "prompts": prompts, **params}}
+        )
 
     def wait(self, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 90) -> dict:
         deadline = time.monotonic() + timeout
@@ -51,15 +52,47 @@ def insert_job(owner_id: str, kind: str, params: dict, status: str, done: int, t
     now = utcnow()
     job_id = new_id("job")
     with session_scope() as s:
-        s.add(Job(id=job_id, owner_id=owner_id, kind=kind, status=status, params=params, queue="gpu", attempt=1,
-                  max_attempts=3, progress_done=done, progress_total=total, search_text=kind,
-                  created_at=now - timedelta(minutes=3), started_at=now - timedelta(minutes=2),
-                  worker="w-test@host", device="cpu", **extra))  # fmt: skip
+        s.add(
+            Job(
+                id=job_id,
+                owner_id=owner_id,
+                kind=kind,
+                status=status,
+                params=params,
+                queue="gpu",
+                attempt=1,
+                max_attempts=3,
+                progress_done=done,
+                progress_total=total,
+                search_text=kind,
+                created_at=now - timedelta(minutes=3),
+                started_at=now - timedelta(minutes=2),
+                worker="w-test@host",
+                device="cpu",
+                **extra,
+            )
+        )
         s.flush()
-        s.add(JobEvent(job_id=job_id, attempt=1, type="status", message="queued", data={"status": "queued"},
-                       at=now - timedelta(minutes=3)))  # fmt: skip
-        s.add(JobEvent(job_id=job_id, attempt=1, type="status", message="running (attempt 1 on w-test@host, cpu)",
-                       data={"status": "running"}, at=now - timedelta(minutes=2)))  # fmt: skip
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                attempt=1,
+                type="status",
+                message="queued",
+                data={"status": "queued"},
+                at=now - timedelta(minutes=3),
+            )
+        )
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                attempt=1,
+                type="status",
+                message="running (attempt 1 on w-test@host, cpu)",
+                data={"status": "running"},
+                at=now - timedelta(minutes=2),
+            )
+        )
     return job_id
 
 
@@ -70,8 +103,15 @@ def add_metrics(job_id: str, steps: range, make) -> None:
 
 def add_log(job_id: str, message: str, status: str | None = None) -> None:
     with session_scope() as s:
-        s.add(JobEvent(job_id=job_id, attempt=1, type="status" if status else "log", message=message,
-                       data={"status": status} if status else None))  # fmt: skip
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                attempt=1,
+                type="status" if status else "log",
+                message=message,
+                data={"status": status} if status else None,
+            )
+        )
 
 
 def set_job(job_id: str, **values) -> None:
@@ -99,15 +139,39 @@ def add_artifact(job_id: str, owner_id: str, name: str, role: str, data: bytes, 
     rel = f"jobs/{job_id}/{art_id}-{name}"
     size, sha = ArtifactStore().put_bytes(rel, data)
     with session_scope() as s:
-        s.add(Artifact(id=art_id, job_id=job_id, owner_id=owner_id, name=name, role=role,
-                       content_type="image/png" if name.endswith(".png") else "application/zip", size=size,
-                       sha256=sha, step=step, path=rel))  # fmt: skip
+        s.add(
+            Artifact(
+                id=art_id,
+                job_id=job_id,
+                owner_id=owner_id,
+                name=name,
+                role=role,
+                content_type="image/png" if name.endswith(".png") else "application/zip",
+                size=size,
+                sha256=sha,
+                step=step,
+                path=rel,
+            )
+        )
     return art_id
 
 
 def add_model(name: str, kind: str, job_id: str | None, owner_id: str, metrics: dict, base: str | None = None) -> str:
     model_id = new_id("mdl")
     with session_scope() as s:
-        s.add(Model(id=model_id, name=name, kind=kind, source="trained", owner_id=owner_id, path=None, base=base,
-                    job_id=job_id, config={}, metrics=metrics, size_bytes=1234567))  # fmt: skip
+        s.add(
+            Model(
+                id=model_id,
+                name=name,
+                kind=kind,
+                source="trained",
+                owner_id=owner_id,
+                path=None,
+                base=base,
+                job_id=job_id,
+                config={},
+                metrics=metrics,
+                size_bytes=1234567,
+            )
+        )
     return model_id

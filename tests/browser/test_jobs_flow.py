@@ -72,8 +72,9 @@ def test_submit_generation_watch_progress_and_results(page, live_server, user, t
 
 def test_cancel_a_running_job_from_its_page(page, live_server, user, tiny_model):
     api = Api(live_server, user.token)
-    job = api.submit_generate(tiny_model.name, [f"long run {i}" for i in range(3000)], batch_size=1,
-                              max_new_tokens=16, **GREEDY)  # fmt: skip
+    job = api.submit_generate(
+        tiny_model.name, [f"long run {i}" for i in range(3000)], batch_size=1, max_new_tokens=16, **GREEDY
+    )
     login(page, user.token)
     page.goto(f"/jobs/{job['id']}")
     expect(page.locator("#job-status")).to_contain_text("running", timeout=60_000)

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.browser
 
 
 def lm_point(i: int) -> dict:
-    data = {"train_loss": 6.0 * math.exp(-i / 40) + 1.5 + 0.1 * math.sin(i), "lr": 3e-4 * min(1, i / 20),
-            "tokens_per_s": 5000 + 100 * math.sin(i / 5)}  # fmt: skip
+    data = {
+        "train_loss": 6.0 * math.exp(-i / 40) + 1.5 + 0.1 * math.sin(i),
+        "lr": 3e-4 * min(1, i / 20),
+        "tokens_per_s": 5000 + 100 * math.sin(i / 5),
+    }
     if i % 10 == 0:
         data["val_loss"] = 6.2 * math.exp(-i / 45) + 1.7
         data["perplexity"] = math.exp(data["val_loss"])
@@ -25,8 +28,14 @@ def lm_point(i: int) -> dict:
 
 
 def test_training_chart_grows_while_the_job_runs(page, user):
-    job_id = insert_job(user.id, "text.train", {"base_model": "scratch", "size": "tiny", "dataset_id": "ds_x",
-                                                "max_steps": 200}, "running", 60, 200)  # fmt: skip
+    job_id = insert_job(
+        user.id,
+        "text.train",
+        {"base_model": "scratch", "size": "tiny", "dataset_id": "ds_x", "max_steps": 200},
+        "running",
+        60,
+        200,
+    )
     add_metrics(job_id, range(0, 61), lm_point)
     add_log(job_id, "tokenizer trained: 4096 tokens; 812 training blocks")
     login(page, user.token)
@@ -53,17 +62,36 @@ def test_training_chart_grows_while_the_job_runs(page, user):
     from sqlalchemy import func
 
     add_log(job_id, "succeeded", status="succeeded")
-    set_job(job_id, status="succeeded", progress_done=200, finished_at=func.now(),
-            summary={"final_train_loss": 1.62, "final_val_loss": 1.81, "steps": 200})  # fmt: skip
+    set_job(
+        job_id,
+        status="succeeded",
+        progress_done=200,
+        finished_at=func.now(),
+        summary={"final_train_loss": 1.62, "final_val_loss": 1.81, "steps": 200},
+    )
     expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=10_000)
     expect(page.locator("#summary")).to_contain_text("final_val_loss")
 
 
 def test_gan_samples_slider(page, user):
-    job_id = insert_job(user.id, "image.train_gan", {"architecture": "dcgan", "dataset": "digits", "max_steps": 200},
-                        "running", 200, 200)  # fmt: skip
-    add_metrics(job_id, range(0, 201, 5), lambda i: {"d_loss": 1.4 - i / 400, "g_loss": 0.7 + i / 300,
-                                                     "d_real": 0.5 + i / 1000, "d_fake": 0.5 - i / 1000})  # fmt: skip
+    job_id = insert_job(
+        user.id,
+        "image.train_gan",
+        {"architecture": "dcgan", "dataset": "digits", "max_steps": 200},
+        "running",
+        200,
+        200,
+    )
+    add_metrics(
+        job_id,
+        range(0, 201, 5),
+        lambda i: {
+            "d_loss": 1.4 - i / 400,
+            "g_loss": 0.7 + i / 300,
+            "d_real": 0.5 + i / 1000,
+            "d_fake": 0.5 - i / 1000,
+        },
+    )
     for step in range(0, 201, 50):
         add_artifact(job_id, user.id, f"samples-{step:06d}.png", "sample", png(step, 96), step=step)
     add_artifact(job_id, user.id, "generator.safetensors.zip", "output", b"PK\x05\x06" + b"\0" * 18)
@@ -99,8 +127,14 @@ def test_generated_images_gallery(page, user):
 
 def test_models_datasets_and_system(page, user, tiny_model, worker, tmp_path):
     job_id = insert_job(user.id, "text.train", {"base_model": "scratch", "size": "tiny"}, "succeeded", 200, 200)
-    add_model("stdlib-gpt-tiny", "causal-lm", job_id, user.id, {"val_loss": 1.81, "perplexity": 6.1, "steps": 200},
-              base="scratch")  # fmt: skip
+    add_model(
+        "stdlib-gpt-tiny",
+        "causal-lm",
+        job_id,
+        user.id,
+        {"val_loss": 1.81, "perplexity": 6.1, "steps": 200},
+        base="scratch",
+    )
     add_model("digits-gan", "gan-generator", None, user.id, {"fd": 12.4})
     login(page, user.token)
 

@@ -59,8 +59,7 @@ class Workers:
 
     def start(self, name: str, wait: bool = True, concurrency: int = 1, **env: str) -> WorkerProcess:
         env.setdefault("GENQUEUE_TEST_HOOKS", "1")
-        w = WorkerProcess(self.stack, name=f"{name}-{int(time.time() * 1000) % 100000}", concurrency=concurrency,
-                          **env)  # fmt: skip
+        w = WorkerProcess(self.stack, name=f"{name}-{int(time.time() * 1000) % 100000}", concurrency=concurrency, **env)
         self.started.append(w)
         return w.start(wait=wait)
 

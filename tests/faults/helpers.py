@@ -24,8 +24,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         except Exception as exc:  # noqa: BLE001 - e.g. the database is restarting; keep polling
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})"
-                                                                             if last_exc else ""))  # fmt: skip
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def submit(client, kind: str, params: dict, **headers: str) -> dict:
@@ -50,9 +51,11 @@ def wait_job(stack, job_id: str, statuses: tuple[str, ...], timeout: float) -> d
     try:
         wait_for(check, timeout, f"job {job_id} to reach {statuses}")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; job now: status={found.get('status')} attempt={found.get('attempt')} "
-                             f"progress={found.get('progress_done')}/{found.get('progress_total')} "
-                             f"error={found.get('error')}") from None  # fmt: skip
+        raise AssertionError(
+            f"{exc}; job now: status={found.get('status')} attempt={found.get('attempt')} "
+            f"progress={found.get('progress_done')}/{found.get('progress_total')} "
+            f"error={found.get('error')}"
+        ) from None
     return found
 
 
@@ -63,20 +66,31 @@ def progress(stack, job_id: str) -> int:
 def result_counts(stack, job_id: str) -> tuple[int, int, dict[int, int]]:
     """(rows, distinct prompt indexes, rows per attempt) of a generation job's results."""
     with stack.engine().connect() as c:
-        rows, distinct = c.execute(text(
-            "SELECT count(*), count(DISTINCT prompt_index) FROM generation_results WHERE job_id = :id"),
-            {"id": job_id}).one()  # fmt: skip
-        per_attempt = dict(c.execute(text(
-            "SELECT attempt, count(*) FROM generation_results WHERE job_id = :id GROUP BY attempt"),
-            {"id": job_id}).all())  # fmt: skip
+        rows, distinct = c.execute(
+            text("SELECT count(*), count(DISTINCT prompt_index) FROM generation_results WHERE job_id = :id"),
+            {"id": job_id},
+        ).one()
+        per_attempt = dict(
+            c.execute(
+                text("SELECT attempt, count(*) FROM generation_results WHERE job_id = :id GROUP BY attempt"),
+                {"id": job_id},
+            ).all()
+        )
     return rows, distinct, per_attempt
 
 
 def results_snapshot(stack, job_id: str) -> list[tuple]:
     with stack.engine().connect() as c:
-        return [tuple(r) for r in c.execute(text(
-            "SELECT prompt_index, sequence, attempt, text, tokens FROM generation_results WHERE job_id = :id "
-            "ORDER BY prompt_index, sequence"), {"id": job_id}).all()]  # fmt: skip
+        return [
+            tuple(r)
+            for r in c.execute(
+                text(
+                    "SELECT prompt_index, sequence, attempt, text, tokens FROM generation_results WHERE job_id = :id "
+                    "ORDER BY prompt_index, sequence"
+                ),
+                {"id": job_id},
+            ).all()
+        ]
 
 
 def events(stack, job_id: str, type_: str | None = None) -> list[dict]:
@@ -89,18 +103,27 @@ def running_events(stack, job_id: str) -> list[dict]:
     return [e for e in events(stack, job_id, "status") if (e["data"] or {}).get("status") == "running"]
 
 
-def insert_job(stack, owner_id: str, kind: str, params: dict, max_attempts: int = 3,
-               timeout_seconds: int | None = None, publish: bool = True) -> str:  # fmt: skip
+def insert_job(
+    stack,
+    owner_id: str,
+    kind: str,
+    params: dict,
+    max_attempts: int = 3,
+    timeout_seconds: int | None = None,
+    publish: bool = True,
+) -> str:
     """A queued job written straight into Postgres (how the test-hook param gets past the API's schema), then
     published as the API would (or, with ``publish=False``, left for the reconciler to find)."""
     job_id = new_id("job")
     with stack.engine().begin() as c:
-        c.execute(text(
-            "INSERT INTO jobs (id, owner_id, kind, status, params, priority, queue, attempt, max_attempts, "
-            "timeout_seconds, progress_done, progress_total, search_text) VALUES (:id, :o, :k, 'queued', "
-            "CAST(:p AS jsonb), 0, 'gpu', 1, :m, :t, 0, 0, '')"),
-            {"id": job_id, "o": owner_id, "k": kind, "p": json.dumps(params), "m": max_attempts,
-             "t": timeout_seconds})  # fmt: skip
+        c.execute(
+            text(
+                "INSERT INTO jobs (id, owner_id, kind, status, params, priority, queue, attempt, max_attempts, "
+                "timeout_seconds, progress_done, progress_total, search_text) VALUES (:id, :o, :k, 'queued', "
+                "CAST(:p AS jsonb), 0, 'gpu', 1, :m, :t, 0, 0, '')"
+            ),
+            {"id": job_id, "o": owner_id, "k": kind, "p": json.dumps(params), "m": max_attempts, "t": timeout_seconds},
+        )
         c.execute(
             text(
                 "INSERT INTO job_events (job_id, attempt, type, message, data) VALUES "
@@ -119,8 +142,14 @@ def insert_job(stack, owner_id: str, kind: str, params: dict, max_attempts: int 
 
 def gen_params(model: str, n: int, tokens: int = 16, **extra) -> dict:
     """A generation job slow enough to be interrupted: one prompt per batch."""
-    return {"model": model, "prompts": [f"prompt number {i} of the fault suite says" for i in range(n)],
-            "max_new_tokens": tokens, "batch_size": 1, "temperature": 0, **extra}  # fmt: skip
+    return {
+        "model": model,
+        "prompts": [f"prompt number {i} of the fault suite says" for i in range(n)],
+        "max_new_tokens": tokens,
+        "batch_size": 1,
+        "temperature": 0,
+        **extra,
+    }
 
 
 def upload_corpus(client, max_chars: int = 60_000) -> str:
@@ -129,16 +158,28 @@ def upload_corpus(client, max_chars: int = 60_000) -> str:
     from shared.corpus import stdlib_corpus_text
 
     data = stdlib_corpus_text(max_chars=max_chars).encode()
-    resp = client.post("/api/v1/datasets", data={"file": (io.BytesIO(data), "stdlib.txt")},
-                       content_type="multipart/form-data")  # fmt: skip
+    resp = client.post(
+        "/api/v1/datasets", data={"file": (io.BytesIO(data), "stdlib.txt")}, content_type="multipart/form-data"
+    )
     assert resp.status_code in (200, 201), resp.get_json()
     return resp.get_json()["id"]
 
 
 def train_params(dataset_id: str, steps: int, checkpoint_every: int, **extra) -> dict:
-    return {"base_model": "scratch", "size": "tiny", "vocab_size": 512, "dataset_id": dataset_id, "block_size": 64,
-            "batch_size": 8, "max_steps": steps, "eval_every": 1000, "checkpoint_every": checkpoint_every,
-            "learning_rate": 2e-3, "warmup_steps": 5, **extra}  # fmt: skip
+    return {
+        "base_model": "scratch",
+        "size": "tiny",
+        "vocab_size": 512,
+        "dataset_id": dataset_id,
+        "block_size": 64,
+        "batch_size": 8,
+        "max_steps": steps,
+        "eval_every": 1000,
+        "checkpoint_every": checkpoint_every,
+        "learning_rate": 2e-3,
+        "warmup_steps": 5,
+        **extra,
+    }
 
 
 def checkpoint_steps(stack, job_id: str) -> list[int]:

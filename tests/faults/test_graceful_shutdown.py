@@ -39,9 +39,11 @@ def test_sigterm_during_training_requeues_at_once_with_a_fresh_checkpoint(fstack
 
     sent = time.monotonic()
     os.kill(a.proc.pid, signal.SIGTERM)  # the main process only, as `docker stop` does
-    handed = wait_for(lambda: [e for e in events(fstack, job_id, "status")
-                               if (e["data"] or {}).get("reason") == "worker_shutdown"], 20,
-                      "the job to be handed back")  # fmt: skip
+    handed = wait_for(
+        lambda: [e for e in events(fstack, job_id, "status") if (e["data"] or {}).get("reason") == "worker_shutdown"],
+        20,
+        "the job to be handed back",
+    )
     requeued_after = time.monotonic() - sent
     a.proc.wait(30)
     exited_after = time.monotonic() - sent
@@ -80,8 +82,7 @@ def test_genqueue_up_supervisor_restarts_a_dead_worker_and_stops_gracefully(fsta
             return proc.pid != first.pid and proc.poll() is None
 
         wait_for(restarted, 30, "the supervisor to restart the worker")
-        params = {"model": fmodel.name, "prompts": [f"p{i}" for i in range(400)], "max_new_tokens": 16,
-                  "batch_size": 1}  # fmt: skip
+        params = {"model": fmodel.name, "prompts": [f"p{i}" for i in range(400)], "max_new_tokens": 16, "batch_size": 1}
         job_id = submit(fclient, "text.generate", params)["id"]
         wait_for(lambda: progress(fstack, job_id) >= 5, 90, "the restarted worker to run a job")
     finally:

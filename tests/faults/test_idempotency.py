@@ -23,8 +23,13 @@ def web(fstack, workers):
 
     port = free_port()
     log = open(fstack.root / f"web-{port}.log", "ab")
-    proc = subprocess.Popen(web_command("127.0.0.1", port, workers=3), env=fstack.env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        web_command("127.0.0.1", port, workers=3),
+        env=fstack.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(f"{url}/api/v1/health", timeout=2).status_code in (200, 503), 60, "gunicorn")
@@ -51,8 +56,10 @@ def test_concurrent_posts_with_one_idempotency_key_make_one_job(fstack, web, fcl
     assert codes == [200] * 49 + [201], codes
     assert len({a["id"] for _, a in answers}) == 1
     with fstack.engine().connect() as c:
-        count = c.execute(text("SELECT count(*) FROM jobs WHERE owner_id = :o AND idempotency_key = :k"),
-                          {"o": fuser.id, "k": headers["Idempotency-Key"]}).scalar()  # fmt: skip
+        count = c.execute(
+            text("SELECT count(*) FROM jobs WHERE owner_id = :o AND idempotency_key = :k"),
+            {"o": fuser.id, "k": headers["Idempotency-Key"]},
+        ).scalar()
         assert count == 1
         assert c.execute(text("SELECT count(*) FROM jobs WHERE owner_id = :o"), {"o": fuser.id}).scalar() == 1
 
@@ -69,8 +76,9 @@ def test_concurrent_first_generation_admissions_in_a_fresh_web_process(fstack, w
     headers = {"Authorization": f"Bearer {fuser.token}"}
 
     def post(i):
-        r = requests.post(f"{web}/api/v1/jobs", json={**body, "params": {**body["params"], "seed": i}},
-                          headers=headers, timeout=120)  # fmt: skip
+        r = requests.post(
+            f"{web}/api/v1/jobs", json={**body, "params": {**body["params"], "seed": i}}, headers=headers, timeout=120
+        )
         return r.status_code, r.text[:300]
 
     with ThreadPoolExecutor(max_workers=24) as pool:

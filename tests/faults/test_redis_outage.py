@@ -71,8 +71,9 @@ def test_jobs_submitted_while_redis_is_down_are_accepted_and_run(fstack, workers
         ids.append(resp.get_json()["id"])
     assert slowest < 5, slowest  # a dead broker does not hold submissions up
     with fstack.engine().connect() as c:
-        published = c.execute(text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL"),
-                              {"ids": ids}).scalar()  # fmt: skip
+        published = c.execute(
+            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL"), {"ids": ids}
+        ).scalar()
     assert published == 0  # nothing reached the broker: only the reconciler can get these jobs running
     assert set(_statuses(fstack, ids).values()) == {"queued"}
     time.sleep(1)

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.faults
 
 def _artifacts(stack, job_id: str) -> list[tuple]:
     with stack.engine().connect() as c:
-        rows = c.execute(text("SELECT name, attempt, size FROM artifacts WHERE job_id = :id ORDER BY name"),
-                         {"id": job_id})  # fmt: skip
+        rows = c.execute(
+            text("SELECT name, attempt, size FROM artifacts WHERE job_id = :id ORDER BY name"), {"id": job_id}
+        )
         return [tuple(r) for r in rows.all()]
 
 
@@ -45,8 +46,9 @@ def test_rescued_job_keeps_each_artifact_once_and_fences_the_old_attempt(fstack,
     with pytest.raises(Fenced):
         first.add_artifact("image-0002.png", b"stale", role="image")
     with pytest.raises(Fenced):
-        first.add_results([{"prompt_index": 0, "sequence": 0, "prompt": "p", "text": "t", "tokens": 1,
-                            "finish_reason": "length"}])  # fmt: skip
+        first.add_results(
+            [{"prompt_index": 0, "sequence": 0, "prompt": "p", "text": "t", "tokens": 1, "finish_reason": "length"}]
+        )
     with pytest.raises(Fenced):  # progress and events of the stale attempt are refused too
         first.report(1, 2, train_loss=1.0)
     assert _artifacts(fstack, job_id) == [("image-0000.png", 1, 16), ("image-0001.png", 2, 18)]

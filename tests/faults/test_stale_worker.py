@@ -51,7 +51,11 @@ def test_frozen_worker_is_fenced_off_after_its_job_is_rescued(fstack, workers, f
     assert len([e for e in events(fstack, job_id) if e["attempt"] == 1]) == stale_events
     after = job(fstack, job_id)
     assert (after["status"], after["attempt"], after["finished_at"], after["progress_done"]) == (
-        "succeeded", 2, done["finished_at"], n)  # fmt: skip
+        "succeeded",
+        2,
+        done["finished_at"],
+        n,
+    )
     rows, distinct, _ = result_counts(fstack, job_id)
     assert rows == distinct == n
     assert "no longer owns the job" in a.log()

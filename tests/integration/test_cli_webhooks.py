@@ -40,8 +40,17 @@ def test_webhooks_secret_and_rotate(served, capsys, client):
 
 
 def test_submit_with_metadata(served, capsys, client):
-    code, job_id = run(capsys, "submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
-                       "--metadata", "campaign=spring", "--metadata", "note=a=b")  # fmt: skip
+    code, job_id = run(
+        capsys,
+        "submit",
+        "text.generate",
+        "--params",
+        '{"model": "gpt2", "prompts": ["x"]}',
+        "--metadata",
+        "campaign=spring",
+        "--metadata",
+        "note=a=b",
+    )
     assert code == 0
     assert client.get(f"/api/v1/jobs/{job_id}").get_json()["metadata"] == {"campaign": "spring", "note": "a=b"}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
@@ -52,8 +61,16 @@ def test_a_refused_webhook_url_is_a_clear_cli_error(served, capsys):
     saved = os.environ.pop("GENQUEUE_WEBHOOK_ALLOW_NETS")
     get_settings.cache_clear()
     try:
-        code = main(["submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
-                     "--webhook-url", "http://127.0.0.1:9/hook"])  # fmt: skip
+        code = main(
+            [
+                "submit",
+                "text.generate",
+                "--params",
+                '{"model": "gpt2", "prompts": ["x"]}',
+                "--webhook-url",
+                "http://127.0.0.1:9/hook",
+            ]
+        )
     finally:  # put back before any teardown reads the settings again
         os.environ["GENQUEUE_WEBHOOK_ALLOW_NETS"] = saved
         get_settings.cache_clear()
@@ -63,8 +80,17 @@ def test_a_refused_webhook_url_is_a_clear_cli_error(served, capsys):
 def test_list_filters_by_metadata(served, capsys):
     ids = {}
     for tag in ("a", "b"):
-        code, ids[tag] = run(capsys, "submit", "text.generate", "--params", '{"model": "gpt2", "prompts": ["x"]}',
-                             "--metadata", f"batch={tag}", "--metadata", "team=t")  # fmt: skip
+        code, ids[tag] = run(
+            capsys,
+            "submit",
+            "text.generate",
+            "--params",
+            '{"model": "gpt2", "prompts": ["x"]}',
+            "--metadata",
+            f"batch={tag}",
+            "--metadata",
+            "team=t",
+        )
         assert code == 0
     code, out = run(capsys, "list", "--metadata", "batch=a", "--metadata", "team=t", "--json")
     assert code == 0 and [j["id"] for j in json.loads(out)["items"]] == [ids["a"]]

@@ -13,8 +13,10 @@ from shared.corpus import stdlib_corpus_text
 def _succeed(stack, job_id: str, model_id: str) -> None:
     """Let a queued training job have ended well (what a worker writes when it finishes and registers a model)."""
     with stack.engine().begin() as conn:
-        conn.execute(text("UPDATE jobs SET status='succeeded', model_id=:m, finished_at=now() WHERE id=:j"),
-                     {"m": model_id, "j": job_id})  # fmt: skip
+        conn.execute(
+            text("UPDATE jobs SET status='succeeded', model_id=:m, finished_at=now() WHERE id=:j"),
+            {"m": model_id, "j": job_id},
+        )
 
 
 def test_demo_queues_the_two_training_jobs_on_a_corpus_built_here(held_queue, client):

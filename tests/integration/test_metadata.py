@@ -46,16 +46,27 @@ def test_the_search_uses_the_gin_index(stack, client):
     submit(client, {"k": "v"})
     with stack.engine().connect() as c:
         c.execute(text("SET enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in c.execute(text(
-            """EXPLAIN SELECT id FROM jobs WHERE metadata @> '{"k": "v"}'::jsonb""")))  # fmt: skip
+        plan = "\n".join(
+            r[0] for r in c.execute(text("""EXPLAIN SELECT id FROM jobs WHERE metadata @> '{"k": "v"}'::jsonb"""))
+        )
     assert "ix_jobs_metadata" in plan, plan
 
 
 @pytest.mark.parametrize(
     "metadata",
-    [{f"k{i}": "v" for i in range(17)}, {"k" * 65: "v"}, {"k": "v" * 513}, {"k": 1}, {"": "v"}, {"a b": "v"},
-     ["k", "v"], "k=v", {"k": None}, {"k": {"nested": "x"}}],
-)  # fmt: skip
+    [
+        {f"k{i}": "v" for i in range(17)},
+        {"k" * 65: "v"},
+        {"k": "v" * 513},
+        {"k": 1},
+        {"": "v"},
+        {"a b": "v"},
+        ["k", "v"],
+        "k=v",
+        {"k": None},
+        {"k": {"nested": "x"}},
+    ],
+)
 def test_bad_metadata_is_422(client, metadata):
     resp = submit(client, metadata)
     assert resp.status_code == 422, resp.get_json()
@@ -68,8 +79,9 @@ def test_limits_are_inclusive(client):
     assert submit(client, ok).status_code == 201
 
 
-@pytest.mark.parametrize("query", ["metadata.=x", "metadata.a%20b=x", f"metadata.{'k' * 65}=x",
-                                   f"metadata.k={'v' * 513}", "metadata.k=%00"])  # fmt: skip
+@pytest.mark.parametrize(
+    "query", ["metadata.=x", "metadata.a%20b=x", f"metadata.{'k' * 65}=x", f"metadata.k={'v' * 513}", "metadata.k=%00"]
+)
 def test_bad_metadata_queries_are_422(client, query):
     resp = client.get(f"/api/v1/jobs?{query}")
     assert resp.status_code == 422, resp.get_json()

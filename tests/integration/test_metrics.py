@@ -36,21 +36,34 @@ def seeded(stack, user, held_queue):
     done = [held_job(user.id) for _ in range(2)]
     with stack.engine().begin() as c:
         c.execute(text("UPDATE jobs SET created_at = now() - interval '120 seconds' WHERE id = :id"), {"id": queued[0]})
-        c.execute(text(
-            "UPDATE jobs SET status = 'succeeded', created_at = now() - interval '100 seconds', "
-            "started_at = now() - interval '90 seconds', finished_at = now() - interval '80 seconds', "
-            "not_before = NULL WHERE id = ANY(:ids)"), {"ids": done})  # fmt: skip
-        c.execute(text(
-            "INSERT INTO generation_results (job_id, prompt_index, sequence, prompt, text, tokens, finish_reason, "
-            "attempt) VALUES (:j, 0, 0, 'p', 't', 30, 'length', 1), (:j, 1, 0, 'p', 't', 12, 'length', 1)"),
-            {"j": done[0]})  # fmt: skip
-        c.execute(text(
-            "INSERT INTO workers (id, queues, device, pid, last_seen, gpu_memory_bytes) VALUES "
-            "('m1@a', 'gpu,cpu', 'cuda:0', 1, now(), 1048576), ('m2@b', 'cpu', 'cpu', 2, now(), NULL), "
-            "('gone@c', 'cpu', 'cpu', 3, now() - interval '1 day', NULL)"))  # fmt: skip
-        real = c.execute(text(
-            "SELECT count(*) FROM workers WHERE id NOT IN ('m1@a', 'm2@b', 'gone@c') AND device = 'cpu' "
-            "AND queues LIKE '%cpu%' AND last_seen > now() - interval '8 seconds'")).scalar()  # fmt: skip
+        c.execute(
+            text(
+                "UPDATE jobs SET status = 'succeeded', created_at = now() - interval '100 seconds', "
+                "started_at = now() - interval '90 seconds', finished_at = now() - interval '80 seconds', "
+                "not_before = NULL WHERE id = ANY(:ids)"
+            ),
+            {"ids": done},
+        )
+        c.execute(
+            text(
+                "INSERT INTO generation_results (job_id, prompt_index, sequence, prompt, text, tokens, finish_reason, "
+                "attempt) VALUES (:j, 0, 0, 'p', 't', 30, 'length', 1), (:j, 1, 0, 'p', 't', 12, 'length', 1)"
+            ),
+            {"j": done[0]},
+        )
+        c.execute(
+            text(
+                "INSERT INTO workers (id, queues, device, pid, last_seen, gpu_memory_bytes) VALUES "
+                "('m1@a', 'gpu,cpu', 'cuda:0', 1, now(), 1048576), ('m2@b', 'cpu', 'cpu', 2, now(), NULL), "
+                "('gone@c', 'cpu', 'cpu', 3, now() - interval '1 day', NULL)"
+            )
+        )
+        real = c.execute(
+            text(
+                "SELECT count(*) FROM workers WHERE id NOT IN ('m1@a', 'm2@b', 'gone@c') AND device = 'cpu' "
+                "AND queues LIKE '%cpu%' AND last_seen > now() - interval '8 seconds'"
+            )
+        ).scalar()
     return {"queued": queued, "done": done, "real_cpu_workers": real}
 
 
@@ -119,9 +132,12 @@ def test_webhook_outcomes_are_counted(app, admin, user, stack, held_queue):
             ),
             {"j": job_id, "u": user.id},
         )
-        c.execute(text(
-            "INSERT INTO webhook_attempts (delivery_id, number, outcome, status_code, duration_ms) VALUES "
-            "('msg_t1', 1, 'http_error', 500, 3), ('msg_t1', 2, 'timeout', NULL, 2000)"))  # fmt: skip
+        c.execute(
+            text(
+                "INSERT INTO webhook_attempts (delivery_id, number, outcome, status_code, duration_ms) VALUES "
+                "('msg_t1', 1, 'http_error', 500, 3), ('msg_t1', 2, 'timeout', NULL, 2000)"
+            )
+        )
     m = scrape(app.test_client(), admin.token)
     assert value(m, "genqueue_webhook_attempts_total", outcome="http_error") == 1
     assert value(m, "genqueue_webhook_attempts_total", outcome="timeout") == 1
@@ -143,8 +159,13 @@ def test_http_counts_add_up_across_gunicorn_worker_processes(stack, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = stack.env(GENQUEUE_METRICS_TOKEN="scrape-token-0123456789", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"))
-    proc = subprocess.Popen(web_command("127.0.0.1", port, workers=3), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        web_command("127.0.0.1", port, workers=3),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

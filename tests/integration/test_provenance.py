@@ -17,8 +17,13 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 @pytest.fixture
 def done_job(client, tiny_model):
-    resp = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {
-        "model": tiny_model.name, "prompts": ["a", "b", "c"], "max_new_tokens": 3, "seed": 11}})  # fmt: skip
+    resp = client.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "text.generate",
+            "params": {"model": tiny_model.name, "prompts": ["a", "b", "c"], "max_new_tokens": 3, "seed": 11},
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     job = wait_status(client, resp.get_json()["id"], ("succeeded", "failed"))
     assert job["status"] == "succeeded", job
@@ -27,8 +32,14 @@ def done_job(client, tiny_model):
 
 def test_every_format_carries_the_label_and_the_provenance(client, done_job):
     job, model = done_job
-    want = {"model_id": model.id, "model_name": model.name, "job_id": job["id"], "seed": 11,
-            "genqueue_version": genqueue_version(), "label": AI_LABEL}  # fmt: skip
+    want = {
+        "model_id": model.id,
+        "model_name": model.name,
+        "job_id": job["id"],
+        "seed": 11,
+        "genqueue_version": genqueue_version(),
+        "label": AI_LABEL,
+    }
     lines = [json.loads(x) for x in client.get(f"/api/v1/jobs/{job['id']}/results").get_data(as_text=True).splitlines()]
     assert len(lines) == 3
     for row in lines:
@@ -37,8 +48,9 @@ def test_every_format_carries_the_label_and_the_provenance(client, done_job):
         assert row["provenance"]["created_at"].endswith("Z")
     items = client.get(f"/api/v1/jobs/{job['id']}/results?format=json").get_json()["items"]
     assert items == lines
-    table = list(csv.DictReader(io.StringIO(client.get(f"/api/v1/jobs/{job['id']}/results?format=csv").get_data(
-        as_text=True))))  # fmt: skip
+    table = list(
+        csv.DictReader(io.StringIO(client.get(f"/api/v1/jobs/{job['id']}/results?format=csv").get_data(as_text=True)))
+    )
     assert [r["text"] for r in table] == [r["text"] for r in lines]
     for r in table:
         assert r["ai_generated"] == "true" and r["provenance_job_id"] == job["id"] and r["provenance_seed"] == "11"

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 def upload(client, name: str, data: bytes):
-    return client.post("/api/v1/datasets", data={"file": (io.BytesIO(data), name)},
-                       content_type="multipart/form-data")  # fmt: skip
+    return client.post("/api/v1/datasets", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
 def metric_series(client, job_id: str, name: str) -> list[tuple[int, float]]:

@@ -24,8 +24,7 @@ def counts() -> tuple[int, int]:
 
 
 def upload(client, name: str, data: bytes):
-    return client.post("/api/v1/datasets", data={"file": (io.BytesIO(data), name)},
-                       content_type="multipart/form-data")  # fmt: skip
+    return client.post("/api/v1/datasets", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
 @pytest.fixture
@@ -38,17 +37,20 @@ def train(client, **params):
 
 
 # -- uploads -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, data, code", [
-    ("empty.txt", b"", "invalid_dataset"),
-    ("blank.txt", b"   \n\n  \n", "invalid_dataset"),
-    ("binary.txt", b"\x00\x01\x02binary\xff", "invalid_dataset"),
-    ("latin1.txt", "café déjà vu".encode("latin-1"), "invalid_dataset"),
-    ("bad.jsonl", b'{"text": "ok"}\nnot json\n', "invalid_dataset"),
-    ("nofield.jsonl", b'{"other": 1}\n', "invalid_dataset"),
-    ("evil.exe", b"MZ\x90\x00", "unsupported_type"),
-    ("noimages.zip", b"this is not a zip", "invalid_dataset"),
-    ("train-images-idx3-ubyte", b"\x00\x00\x08\x03garbage", "invalid_dataset"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, data, code",
+    [
+        ("empty.txt", b"", "invalid_dataset"),
+        ("blank.txt", b"   \n\n  \n", "invalid_dataset"),
+        ("binary.txt", b"\x00\x01\x02binary\xff", "invalid_dataset"),
+        ("latin1.txt", "café déjà vu".encode("latin-1"), "invalid_dataset"),
+        ("bad.jsonl", b'{"text": "ok"}\nnot json\n', "invalid_dataset"),
+        ("nofield.jsonl", b'{"other": 1}\n', "invalid_dataset"),
+        ("evil.exe", b"MZ\x90\x00", "unsupported_type"),
+        ("noimages.zip", b"this is not a zip", "invalid_dataset"),
+        ("train-images-idx3-ubyte", b"\x00\x00\x08\x03garbage", "invalid_dataset"),
+    ],
+)
 def test_bad_uploads_are_422_and_store_nothing(client, name, data, code):
     assert_error(upload(client, name, data), 422, code)
     assert counts() == (0, 0)
@@ -76,13 +78,16 @@ def _png(w: int = 8, h: int = 8) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("members, symlink", [
-    ({"../escape.png": _png()}, None),
-    ({"/abs/path.png": _png()}, None),
-    ({"ok.png": _png()}, "link.png"),
-    ({"bomb.png": _png(4096, 4096)}, None),
-    ({"zeros.bin": b"\x00" * (1100 * 1024 * 1024 // 1000)}, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "members, symlink",
+    [
+        ({"../escape.png": _png()}, None),
+        ({"/abs/path.png": _png()}, None),
+        ({"ok.png": _png()}, "link.png"),
+        ({"bomb.png": _png(4096, 4096)}, None),
+        ({"zeros.bin": b"\x00" * (1100 * 1024 * 1024 // 1000)}, None),
+    ],
+)
 def test_unsafe_zips_are_refused(client, members, symlink):
     assert_error(upload(client, "images.zip", _zip(members, symlink)), 422, "invalid_dataset")
     assert counts() == (0, 0)
@@ -150,11 +155,24 @@ def test_block_size_above_the_context(client, corpus_id, tiny_model):
     assert client.post(f"/api/v1/jobs/{wide.get_json()['id']}/cancel").status_code == 202
 
 
-@pytest.mark.parametrize("bad", [
-    {"max_steps": 0}, {"max_steps": -5}, {"learning_rate": 0}, {"learning_rate": -1e-3}, {"batch_size": 0},
-    {"batch_size": -1}, {"checkpoint_every": 0}, {"epochs": 0}, {"max_steps": 10, "epochs": 1},
-    {"size": "huge"}, {"n_layer": 2}, {"n_layer": 2, "n_head": 3, "n_embd": 64}, {"name": "../evil"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_steps": 0},
+        {"max_steps": -5},
+        {"learning_rate": 0},
+        {"learning_rate": -1e-3},
+        {"batch_size": 0},
+        {"batch_size": -1},
+        {"checkpoint_every": 0},
+        {"epochs": 0},
+        {"max_steps": 10, "epochs": 1},
+        {"size": "huge"},
+        {"n_layer": 2},
+        {"n_layer": 2, "n_head": 3, "n_embd": 64},
+        {"name": "../evil"},
+    ],
+)
 def test_non_positive_or_inconsistent_training_params(client, corpus_id, bad):
     assert_error(train(client, dataset_id=corpus_id, **bad), 422, "invalid_params")
     assert counts()[0] == 0

@@ -123,10 +123,15 @@ def test_only_the_events_asked_for_are_sent(client, user, receiver):
 
 def test_a_succeeded_generation_job_calls_back_with_running_and_succeeded(client, tiny_model, receiver):
     secret = client.get("/api/v1/webhooks/secret").get_json()["secret"]
-    resp = client.post("/api/v1/jobs", json={
-        "kind": "text.generate", "params": {"model": tiny_model.name, "prompts": ["a"], "max_new_tokens": 3},
-        "webhook_url": receiver.url, "webhook_events": ["running", "succeeded"],
-    })  # fmt: skip
+    resp = client.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "text.generate",
+            "params": {"model": tiny_model.name, "prompts": ["a"], "max_new_tokens": 3},
+            "webhook_url": receiver.url,
+            "webhook_events": ["running", "succeeded"],
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     reqs = receiver.wait_for(2, timeout=120)
     types = [Webhook(secret).verify(r.body, r.headers)["type"] for r in reqs]
@@ -145,13 +150,24 @@ def test_a_default_webhook_url_applies_to_jobs_that_name_none(client, receiver):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/", "ftp://example.com/",
-     "http://192.168.0.1/", "http://0.0.0.0/", "http://224.0.0.1/", "file:///etc/passwd", "http://u:p@8.8.8.8/",
-     "http://no-such-host.invalid/"],
-)  # fmt: skip
+    [
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/",
+        "ftp://example.com/",
+        "http://192.168.0.1/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+        "file:///etc/passwd",
+        "http://u:p@8.8.8.8/",
+        "http://no-such-host.invalid/",
+    ],
+)
 def test_private_or_bad_webhook_urls_are_422_at_submit(client, url):
-    resp = client.post("/api/v1/jobs", json={"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["x"]},
-                                             "webhook_url": url})  # fmt: skip
+    resp = client.post(
+        "/api/v1/jobs",
+        json={"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["x"]}, "webhook_url": url},
+    )
     assert resp.status_code == 422, resp.get_json()
     assert resp.get_json()["error"]["code"] == "invalid_webhook_url"
     assert client.put("/api/v1/webhooks/settings", json={"default_url": url}).status_code == 422
@@ -159,8 +175,12 @@ def test_private_or_bad_webhook_urls_are_422_at_submit(client, url):
 
 def test_bad_webhook_fields_are_422(client):
     base = {"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["x"]}}
-    for extra in ({"webhook_url": 5}, {"webhook_url": "h" * 3000}, {"webhook_events": ["done"]},
-                  {"webhook_events": []}):  # fmt: skip
+    for extra in (
+        {"webhook_url": 5},
+        {"webhook_url": "h" * 3000},
+        {"webhook_events": ["done"]},
+        {"webhook_events": []},
+    ):
         resp = client.post("/api/v1/jobs", json={**base, **extra})
         assert resp.status_code == 422, (extra, resp.get_json())
     assert client.put("/api/v1/webhooks/settings", json={"default_url": 1}).status_code == 422

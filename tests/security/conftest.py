@@ -46,18 +46,58 @@ def world(app, user, stack, tiny_model, tiny_model_dir):
     alice = app.test_client()
     alice.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
     job_id = held_job(user.id, tiny_model.name, "secret prompt")
-    ds = alice.post("/api/v1/datasets", data={"file": (io.BytesIO(b"alice's private text\n" * 50), "a.txt")},
-                    content_type="multipart/form-data")  # fmt: skip
+    ds = alice.post(
+        "/api/v1/datasets",
+        data={"file": (io.BytesIO(b"alice's private text\n" * 50), "a.txt")},
+        content_type="multipart/form-data",
+    )
     assert ds.status_code == 201, ds.get_json()
     art_id, model_id = new_id("art"), new_id("mdl")
     size, sha = ArtifactStore().put_bytes(f"jobs/{job_id}/out.txt", b"alice's artifact")
     with session_scope() as s:
-        s.add(GenerationResult(job_id=job_id, prompt_index=0, sequence=0, prompt="secret prompt", text="secret text",
-                               tokens=2, finish_reason="length", attempt=1))  # fmt: skip
-        s.add(Artifact(id=art_id, job_id=job_id, owner_id=user.id, name="out.txt", role="output",
-                       content_type="text/plain", size=size, sha256=sha, path=f"jobs/{job_id}/out.txt"))  # fmt: skip
-        s.add(Model(id=model_id, name=f"alice-model-{model_id[-6:]}", kind=ModelKind.CAUSAL_LM,
-                    source=ModelSource.TRAINED, owner_id=user.id, path=str(tiny_model_dir), job_id=job_id,
-                    config={"context_length": 64}, metrics={}, size_bytes=1))  # fmt: skip
-    return {"job_id": job_id, "artifact_id": art_id, "dataset_id": ds.get_json()["id"], "model_id": model_id,
-            "model_name": f"alice-model-{model_id[-6:]}"}  # fmt: skip
+        s.add(
+            GenerationResult(
+                job_id=job_id,
+                prompt_index=0,
+                sequence=0,
+                prompt="secret prompt",
+                text="secret text",
+                tokens=2,
+                finish_reason="length",
+                attempt=1,
+            )
+        )
+        s.add(
+            Artifact(
+                id=art_id,
+                job_id=job_id,
+                owner_id=user.id,
+                name="out.txt",
+                role="output",
+                content_type="text/plain",
+                size=size,
+                sha256=sha,
+                path=f"jobs/{job_id}/out.txt",
+            )
+        )
+        s.add(
+            Model(
+                id=model_id,
+                name=f"alice-model-{model_id[-6:]}",
+                kind=ModelKind.CAUSAL_LM,
+                source=ModelSource.TRAINED,
+                owner_id=user.id,
+                path=str(tiny_model_dir),
+                job_id=job_id,
+                config={"context_length": 64},
+                metrics={},
+                size_bytes=1,
+            )
+        )
+    return {
+        "job_id": job_id,
+        "artifact_id": art_id,
+        "dataset_id": ds.get_json()["id"],
+        "model_id": model_id,
+        "model_name": f"alice-model-{model_id[-6:]}",
+    }

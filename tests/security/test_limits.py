@@ -64,11 +64,15 @@ def test_upload_caps_per_type(client, app, settings_for):
         "/api/v1/datasets", data={"file": (io.BytesIO(text), "ok.txt")}, content_type="multipart/form-data"
     )
     assert ok.status_code == 201, ok.get_json()
-    big = client.post("/api/v1/datasets", data={"file": (io.BytesIO(text * 2), "big.txt")},
-                      content_type="multipart/form-data")  # fmt: skip
+    big = client.post(
+        "/api/v1/datasets", data={"file": (io.BytesIO(text * 2), "big.txt")}, content_type="multipart/form-data"
+    )
     assert big.status_code == 413 and "text upload is over the limit of 20000" in big.get_json()["error"]["message"]
-    huge = client.post("/api/v1/datasets", data={"file": (io.BytesIO(b"x" * 2_000_000), "huge.zip")},
-                       content_type="multipart/form-data")  # fmt: skip
+    huge = client.post(
+        "/api/v1/datasets",
+        data={"file": (io.BytesIO(b"x" * 2_000_000), "huge.zip")},
+        content_type="multipart/form-data",
+    )
     assert huge.status_code == 413  # past the largest upload cap: refused before the body is read
     assert [d["name"] for d in client.get("/api/v1/datasets").get_json()["items"]] == ["ok.txt"]
 
@@ -85,8 +89,11 @@ def test_nul_and_lone_surrogates_are_422_not_500(client):
     assert client.get("/api/v1/jobs", query_string={"q": "a\x00b"}).status_code == 422
     assert client.get("/api/v1/jobs/job_%00").status_code == 404
     assert client.post("/api/v1/jobs", json=JOB, headers={"Idempotency-Key": "k\x00"}).status_code == 422
-    up = client.post("/api/v1/datasets", data={"file": (io.BytesIO(b"x\n"), "a.txt"), "name": "n\x00"},
-                     content_type="multipart/form-data")  # fmt: skip
+    up = client.post(
+        "/api/v1/datasets",
+        data={"file": (io.BytesIO(b"x\n"), "a.txt"), "name": "n\x00"},
+        content_type="multipart/form-data",
+    )
     assert up.status_code == 422
 
 

@@ -51,8 +51,9 @@ def test_burst_beyond_the_limit_is_429_with_retry_after(app, client, user, stack
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     job_id = client.get("/api/v1/jobs").get_json()["items"][0]["id"]
     assert client.post(f"/api/v1/jobs/{job_id}/retry").status_code == 429  # retries are submissions too
-    upload = client.post("/api/v1/datasets", data={"file": (io.BytesIO(b"text\n"), "t.txt")},
-                         content_type="multipart/form-data")  # fmt: skip
+    upload = client.post(
+        "/api/v1/datasets", data={"file": (io.BytesIO(b"text\n"), "t.txt")}, content_type="multipart/form-data"
+    )
     assert upload.status_code == 429
     assert client.get("/api/v1/jobs").status_code == 200  # reads are not limited
     assert len(client.get("/api/v1/jobs").get_json()["items"]) == 3
@@ -89,8 +90,14 @@ def start_web(stack, port: int, log: Path, **env: str) -> subprocess.Popen:
     from shared.cli.up import web_command
 
     out = open(log, "ab")
-    proc = subprocess.Popen(web_command("127.0.0.1", port, workers=1), env=stack.env(**env), cwd=ROOT, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        web_command("127.0.0.1", port, workers=1),
+        env=stack.env(**env),
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -11,8 +11,12 @@ def test_metric_is_compact():
 
 
 def test_summary_rows_flatten_nested_metrics():
-    summary = {"steps": 300, "metrics": {"val_loss": 5.186146259307861, "perplexity": 178.77825862837793},
-               "resumed_from_step": None, "stop": ["\n"]}  # fmt: skip
+    summary = {
+        "steps": 300,
+        "metrics": {"val_loss": 5.186146259307861, "perplexity": 178.77825862837793},
+        "resumed_from_step": None,
+        "stop": ["\n"],
+    }
     assert summary_rows(summary) == [
         ("steps", "300"),
         ("metrics · val_loss", "5.186"),

@@ -29,8 +29,9 @@ def login(app, token: str, base_url: str = "http://localhost"):
     """A test client logged in through the login form; returns (client, csrf token of the new session)."""
     c = app.test_client()
     page = c.get("/login", base_url=base_url)
-    resp = c.post("/login", data={"token": token, "csrf_token": csrf_from(page.get_data(as_text=True))},
-                  base_url=base_url)  # fmt: skip
+    resp = c.post(
+        "/login", data={"token": token, "csrf_token": csrf_from(page.get_data(as_text=True))}, base_url=base_url
+    )
     assert resp.status_code == 303, resp.get_data(as_text=True)[:500]
     home = c.get("/", base_url=base_url)
     assert home.status_code == 200
@@ -62,8 +63,9 @@ def test_pages_need_login(app):
 def test_login_stores_only_the_token_hash(app, user):
     c = app.test_client()
     page = c.get("/login")
-    resp = c.post("/login", data={"token": user.token, "csrf_token": csrf_from(page.get_data(as_text=True)),
-                                  "next": "/models"})  # fmt: skip
+    resp = c.post(
+        "/login", data={"token": user.token, "csrf_token": csrf_from(page.get_data(as_text=True)), "next": "/models"}
+    )
     assert resp.status_code == 303 and resp.headers["Location"] == "/models"
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
@@ -75,8 +77,11 @@ def test_login_stores_only_the_token_hash(app, user):
 def test_secure_cookie_over_https(app, user):
     c = app.test_client()
     page = c.get("/login", base_url="https://localhost")
-    resp = c.post("/login", base_url="https://localhost",
-                  data={"token": user.token, "csrf_token": csrf_from(page.get_data(as_text=True))})  # fmt: skip
+    resp = c.post(
+        "/login",
+        base_url="https://localhost",
+        data={"token": user.token, "csrf_token": csrf_from(page.get_data(as_text=True))},
+    )
     assert resp.status_code == 303
     assert "Secure" in resp.headers["Set-Cookie"]
 
@@ -175,8 +180,18 @@ def test_hostile_prompts_and_results_are_escaped(browser_client, client, stack):
     c, _ = browser_client
     job = submit_generate(client, [HOSTILE, HOSTILE_IMG])
     with session_scope() as s:
-        s.add(GenerationResult(job_id=job["id"], prompt_index=0, sequence=0, prompt=HOSTILE, text=HOSTILE_IMG,
-                               tokens=3, finish_reason="length", attempt=1))  # fmt: skip
+        s.add(
+            GenerationResult(
+                job_id=job["id"],
+                prompt_index=0,
+                sequence=0,
+                prompt=HOSTILE,
+                text=HOSTILE_IMG,
+                tokens=3,
+                finish_reason="length",
+                attempt=1,
+            )
+        )
     pages = {
         "job": c.get(f"/jobs/{job['id']}").get_data(as_text=True),
         "clone": c.get(f"/submit?clone={job['id']}").get_data(as_text=True),
@@ -193,9 +208,11 @@ def test_hostile_dataset_name_is_escaped(browser_client):
     import io
 
     c, csrf = browser_client
-    resp = c.post("/datasets", data={"csrf_token": csrf, "name": HOSTILE,
-                                     "file": (io.BytesIO(b"one prompt\nanother prompt\n"), "p.txt")},
-                  content_type="multipart/form-data")  # fmt: skip
+    resp = c.post(
+        "/datasets",
+        data={"csrf_token": csrf, "name": HOSTILE, "file": (io.BytesIO(b"one prompt\nanother prompt\n"), "p.txt")},
+        content_type="multipart/form-data",
+    )
     assert resp.status_code == 303
     html = c.get("/datasets").get_data(as_text=True)
     assert HOSTILE not in html and "&lt;script&gt;" in html
@@ -222,8 +239,17 @@ def test_submit_form_has_a_field_per_schema_property(browser_client, kind):
 
 def test_submit_form_shows_api_errors_next_to_fields(browser_client):
     c, csrf = browser_client
-    resp = c.post("/submit", data={"csrf_token": csrf, "kind": "text.generate", "model": "gpt2", "prompts": "hi",
-                                   "max_new_tokens": "0", "temperature": "warm"})  # fmt: skip
+    resp = c.post(
+        "/submit",
+        data={
+            "csrf_token": csrf,
+            "kind": "text.generate",
+            "model": "gpt2",
+            "prompts": "hi",
+            "max_new_tokens": "0",
+            "temperature": "warm",
+        },
+    )
     assert resp.status_code == 422
     html = resp.get_data(as_text=True)
     assert re.search(r'id="f-max_new_tokens-error"[^>]*>.*greater than or equal to 1', html)
@@ -236,9 +262,19 @@ def test_submit_form_shows_api_errors_next_to_fields(browser_client):
 
 def test_submit_form_creates_the_job_and_clone_prefills(browser_client, client):
     c, csrf = browser_client
-    resp = c.post("/submit", data={"csrf_token": csrf, "kind": "text.generate", "model": "gpt2",
-                                   "prompts": "first line\n\nsecond line\n", "max_new_tokens": "12",
-                                   "stop": "\\n\\n", "priority": "5", "queue": "cpu"})  # fmt: skip
+    resp = c.post(
+        "/submit",
+        data={
+            "csrf_token": csrf,
+            "kind": "text.generate",
+            "model": "gpt2",
+            "prompts": "first line\n\nsecond line\n",
+            "max_new_tokens": "12",
+            "stop": "\\n\\n",
+            "priority": "5",
+            "queue": "cpu",
+        },
+    )
     assert resp.status_code == 303
     job_id = resp.headers["Location"].rsplit("/", 1)[-1]
     job = client.get(f"/api/v1/jobs/{job_id}").get_json()
@@ -255,9 +291,16 @@ def test_prompt_file_upload_becomes_the_dataset(browser_client, client):
     import io
 
     c, csrf = browser_client
-    resp = c.post("/submit", content_type="multipart/form-data", data={
-        "csrf_token": csrf, "kind": "text.generate", "model": "gpt2",
-        "prompts_file": (io.BytesIO(b"alpha\nbeta\ngamma\n"), "prompts.txt")})  # fmt: skip
+    resp = c.post(
+        "/submit",
+        content_type="multipart/form-data",
+        data={
+            "csrf_token": csrf,
+            "kind": "text.generate",
+            "model": "gpt2",
+            "prompts_file": (io.BytesIO(b"alpha\nbeta\ngamma\n"), "prompts.txt"),
+        },
+    )
     assert resp.status_code == 303, resp.get_data(as_text=True)[:2000]
     job = client.get(f"/api/v1/jobs/{resp.headers['Location'].rsplit('/', 1)[-1]}").get_json()
     assert job["params"]["dataset_id"].startswith("ds_") and job["progress"]["total"] == 3
@@ -274,8 +317,12 @@ def test_system_endpoint(app, client, stack):
     probe = redis.Redis.from_url(stack.redis.url)
     probe.rpush("gpu:probe", "a", "b", "c")
     with stack.engine().begin() as conn:
-        conn.execute(text("INSERT INTO workers (id, queues, device, pid, last_seen) "
-                          "VALUES ('w9@host', 'gpu,cpu', 'cpu', 1, now())"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO workers (id, queues, device, pid, last_seen) "
+                "VALUES ('w9@host', 'gpu,cpu', 'cpu', 1, now())"
+            )
+        )
     data = client.get("/api/v1/system").get_json()
     assert data["db"] == "ok" and data["broker"] == "ok"
     assert [q["name"] for q in data["queues"]] == ["gpu", "cpu"]

@@ -38,9 +38,25 @@ def test_signatures_verify_with_the_reference_library():
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
-     "240.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::"],
-)  # fmt: skip
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::",
+    ],
+)
 def test_inward_addresses_are_refused_by_default(no_allow_nets, address):
     assert not webhooks.address_allowed(ipaddress.ip_address(address))
 
@@ -64,8 +80,19 @@ def test_loopback_urls_are_refused_without_allow_nets_and_allowed_with_them(no_a
         webhooks.check_url("http://10.0.0.1/")  # only the allowed network
 
 
-@pytest.mark.parametrize("url", ["ftp://8.8.8.8/", "gopher://x/", "javascript:alert(1)", "", "http://", "http:///x",
-                                 "http://8.8.8.8:99999/", "http://user:pw@8.8.8.8/"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://8.8.8.8/",
+        "gopher://x/",
+        "javascript:alert(1)",
+        "",
+        "http://",
+        "http:///x",
+        "http://8.8.8.8:99999/",
+        "http://user:pw@8.8.8.8/",
+    ],
+)
 def test_malformed_urls_are_refused(url):
     with pytest.raises(webhooks.Refused):
         webhooks.check_url(url)

@@ -40,6 +40,10 @@ def health():
         db_session().rollback()
     broker_ok = _broker_ok()
     ok = db_ok and broker_ok
-    body = {"status": "ok" if ok else "degraded", "db": "ok" if db_ok else "down",
-            "broker": "ok" if broker_ok else "down", "workers": workers}  # fmt: skip
+    body = {
+        "status": "ok" if ok else "degraded",
+        "db": "ok" if db_ok else "down",
+        "broker": "ok" if broker_ok else "down",
+        "workers": workers,
+    }
     return jsonify(body), 200 if ok else 503

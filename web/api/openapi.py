@@ -397,15 +397,20 @@ def _webhook_paths() -> dict:
         },
         "/webhooks/settings": {
             "get": {"summary": "Your default webhook URL", "responses": settings},
-            "put": {"summary": "Set or clear your default webhook URL", "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref(A.WebhookSettings)}}},
-                "responses": {**settings, **_errors(422)}},
+            "put": {
+                "summary": "Set or clear your default webhook URL",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(A.WebhookSettings)}}},
+                "responses": {**settings, **_errors(422)},
+            },
         },
-        "/jobs/{job_id}/webhooks": {"get": {"summary": "Webhook deliveries of a job, each with its attempts",
-                                            "parameters": job, "responses": {
-                                                "200": _json(A.WebhookDeliveryList, "Deliveries"),
-                                                **_errors(404), **auth}}},
-    }  # fmt: skip
+        "/jobs/{job_id}/webhooks": {
+            "get": {
+                "summary": "Webhook deliveries of a job, each with its attempts",
+                "parameters": job,
+                "responses": {"200": _json(A.WebhookDeliveryList, "Deliveries"), **_errors(404), **auth},
+            }
+        },
+    }
 
 
 @lru_cache(maxsize=1)

@@ -49,12 +49,19 @@ def workers_json() -> list[dict]:
     visible = _visible_job_ids({w.current_job_id for w in rows if w.current_job_id})
     now = utcnow()
     return [
-        {"id": w.id, "queues": [q for q in w.queues.split(",") if q], "device": w.device, "pid": w.pid,
-         "busy": w.current_job_id is not None,
-         "current_job_id": w.current_job_id if w.current_job_id in visible else None,
-         "started_at": iso(w.started_at), "last_seen": iso(w.last_seen), "alive": now - w.last_seen < WORKER_FRESH}
+        {
+            "id": w.id,
+            "queues": [q for q in w.queues.split(",") if q],
+            "device": w.device,
+            "pid": w.pid,
+            "busy": w.current_job_id is not None,
+            "current_job_id": w.current_job_id if w.current_job_id in visible else None,
+            "started_at": iso(w.started_at),
+            "last_seen": iso(w.last_seen),
+            "alive": now - w.last_seen < WORKER_FRESH,
+        }
         for w in rows
-    ]  # fmt: skip
+    ]
 
 
 @bp.get("/system")

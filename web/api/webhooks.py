@@ -78,10 +78,26 @@ def deliveries_json(s, job_id: str) -> list[dict]:
         attempts = s.scalars(
             select(WebhookAttempt).where(WebhookAttempt.delivery_id == d.id).order_by(WebhookAttempt.id)
         )
-        out.append({
-            "id": d.id, "event": d.event, "url": d.url, "status": d.status, "attempts": d.attempts,
-            "next_attempt_at": iso(d.next_attempt_at), "created_at": iso(d.created_at),
-            "attempt_log": [{"number": a.number, "at": iso(a.at), "outcome": a.outcome, "status_code": a.status_code,
-                             "duration_ms": a.duration_ms, "error": a.error} for a in attempts],
-        })  # fmt: skip
+        out.append(
+            {
+                "id": d.id,
+                "event": d.event,
+                "url": d.url,
+                "status": d.status,
+                "attempts": d.attempts,
+                "next_attempt_at": iso(d.next_attempt_at),
+                "created_at": iso(d.created_at),
+                "attempt_log": [
+                    {
+                        "number": a.number,
+                        "at": iso(a.at),
+                        "outcome": a.outcome,
+                        "status_code": a.status_code,
+                        "duration_ms": a.duration_ms,
+                        "error": a.error,
+                    }
+                    for a in attempts
+                ],
+            }
+        )
     return out

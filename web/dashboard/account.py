@@ -27,8 +27,9 @@ def login():
     next_url = request.values.get("next")
     if request.method == "GET":
         expired = request.args.get("expired") == "1"
-        return render_template("login.html", next=next_url, error="Your session ended; log in again." if expired
-                               else None)  # fmt: skip
+        return render_template(
+            "login.html", next=next_url, error="Your session ended; log in again." if expired else None
+        )
     token = (request.form.get("token") or "").strip()
     user, tok = user_for_token(db_session(), token) if token else (None, None)
     if user is None or tok.revoked_at is not None:

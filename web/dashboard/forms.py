@@ -14,22 +14,61 @@ from shared.schemas.api import JobCreate
 from shared.schemas.params import PARAMS_BY_KIND
 
 MAIN_FIELDS = {
-    "text.generate": ["model", "prompts", "dataset_id", "max_new_tokens", "temperature", "top_k", "top_p",
-                      "num_return_sequences"],
-    "text.train": ["dataset_id", "base_model", "size", "max_steps", "epochs", "learning_rate", "batch_size",
-                   "block_size", "name"],
-    "image.train_gan": ["dataset", "architecture", "max_steps", "epochs", "image_size", "channels", "batch_size",
-                        "name"],
+    "text.generate": [
+        "model",
+        "prompts",
+        "dataset_id",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "num_return_sequences",
+    ],
+    "text.train": [
+        "dataset_id",
+        "base_model",
+        "size",
+        "max_steps",
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "block_size",
+        "name",
+    ],
+    "image.train_gan": [
+        "dataset",
+        "architecture",
+        "max_steps",
+        "epochs",
+        "image_size",
+        "channels",
+        "batch_size",
+        "name",
+    ],
     "image.generate": ["model", "count", "seed", "grid"],
-}  # fmt: skip
+}
 LABELS = {
-    "top_k": "Top-k", "top_p": "Top-p (nucleus)", "num_return_sequences": "Sequences per prompt",
-    "n_layer": "Layers", "n_head": "Attention heads", "n_embd": "Embedding size", "dataset_id": "Dataset",
-    "validation_dataset_id": "Validation dataset", "grad_accum_steps": "Gradient accumulation steps",
-    "max_attempts": "Max attempts", "timeout_seconds": "Time limit (seconds)", "grid": "Also save a grid image",
-    "stop": "Stop strings", "count": "Number of images", "dataset": "Dataset", "name": "Model name",
-    "beta1": "Adam β1", "beta2": "Adam β2", "latent_dim": "Latent size", "size": "Size preset",
-}  # fmt: skip
+    "top_k": "Top-k",
+    "top_p": "Top-p (nucleus)",
+    "num_return_sequences": "Sequences per prompt",
+    "n_layer": "Layers",
+    "n_head": "Attention heads",
+    "n_embd": "Embedding size",
+    "dataset_id": "Dataset",
+    "validation_dataset_id": "Validation dataset",
+    "grad_accum_steps": "Gradient accumulation steps",
+    "max_attempts": "Max attempts",
+    "timeout_seconds": "Time limit (seconds)",
+    "grid": "Also save a grid image",
+    "stop": "Stop strings",
+    "count": "Number of images",
+    "dataset": "Dataset",
+    "name": "Model name",
+    "beta1": "Adam β1",
+    "beta2": "Adam β2",
+    "latent_dim": "Latent size",
+    "size": "Size preset",
+}
 HELP = {
     ("text.generate", "prompts"): "One prompt per line.",
     ("text.generate", "stop"): "One per line; the text is cut before the first one.",
@@ -39,7 +78,7 @@ HELP = {
     ("image.train_gan", "max_steps"): "500 when Epochs is empty.",
     ("text.train", "name"): "Registry name of the trained model (optional, unique).",
     ("image.train_gan", "name"): "Registry name of the trained generator (optional, unique).",
-}  # fmt: skip
+}
 # Which selects list registry models / datasets, and what they offer besides.
 CHOICES = {
     ("text.generate", "model"): ("lm_models", [], None),
@@ -47,10 +86,13 @@ CHOICES = {
     ("text.train", "base_model"): ("lm_models", [("scratch", "scratch (a new model)")], None),
     ("text.train", "dataset_id"): ("text_datasets", [], "— choose a text dataset —"),
     ("text.train", "validation_dataset_id"): ("text_datasets", [], "— none: hold out a fraction —"),
-    ("image.train_gan", "dataset"): ("image_datasets", [("digits", "digits (built in, 8×8 scaled)"),
-                                                        ("mnist", "MNIST (downloads when online)")], None),
+    ("image.train_gan", "dataset"): (
+        "image_datasets",
+        [("digits", "digits (built in, 8×8 scaled)"), ("mnist", "MNIST (downloads when online)")],
+        None,
+    ),
     ("image.generate", "model"): ("gan_models", [], "— choose a generator —"),
-}  # fmt: skip
+}
 ENVELOPE = ("priority", "queue", "metadata", "webhook_url")
 
 
@@ -100,9 +142,18 @@ def _core(prop: dict) -> tuple[dict, bool]:
 def _field(kind: str, name: str, prop: dict, required: bool, choices: dict[str, list[tuple[str, str]]]) -> FormField:
     core, nullable = _core(prop)
     vtype = core.get("type", "string")
-    f = FormField(name=name, label=_label(name, prop), widget="text", value_type=vtype, required=required,
-                  nullable=nullable, default=prop.get("default"), help=HELP.get((kind, name)) or prop.get(
-                      "description", ""), maxlength=core.get("maxLength"), pattern=core.get("pattern"))  # fmt: skip
+    f = FormField(
+        name=name,
+        label=_label(name, prop),
+        widget="text",
+        value_type=vtype,
+        required=required,
+        nullable=nullable,
+        default=prop.get("default"),
+        help=HELP.get((kind, name)) or prop.get("description", ""),
+        maxlength=core.get("maxLength"),
+        pattern=core.get("pattern"),
+    )
     if (kind, name) in CHOICES:
         source, extra, blank = CHOICES[(kind, name)]
         f.widget, f.options = "select", ([("", blank)] if blank else []) + extra + choices.get(source, [])

@@ -56,14 +56,23 @@ def jobs():
     query = {k: v for k, v in filters.items() if k != "meta"} | metadata_args(filters["meta"])
     data = api_json("api.list_jobs", {**query, "limit": JOBS_PAGE})
     kinds = [(k, kind_label(k)) for k in PARAMS_BY_KIND]
-    return render_template("jobs.html", jobs=data["items"], next_cursor=data["next_cursor"], filters=filters,
-                           limit=JOBS_PAGE, status_options=_status_options(), kind_options=kinds)  # fmt: skip
+    return render_template(
+        "jobs.html",
+        jobs=data["items"],
+        next_cursor=data["next_cursor"],
+        filters=filters,
+        limit=JOBS_PAGE,
+        status_options=_status_options(),
+        kind_options=kinds,
+    )
 
 
 def _timeline(job_id: str) -> list[dict]:
     events = api_json("api.events", {"type": "status", "limit": 200}, job_id=job_id)["items"]
-    return [{"status": (e.get("data") or {}).get("status", ""), "message": e.get("message") or "", "at": e["at"]}
-            for e in events]  # fmt: skip
+    return [
+        {"status": (e.get("data") or {}).get("status", ""), "message": e.get("message") or "", "at": e["at"]}
+        for e in events
+    ]
 
 
 def _params_view(params: dict) -> tuple[list[tuple[str, str]], list[str], int]:
@@ -91,11 +100,19 @@ def job(job_id: str):
     params, prompts, prompts_total = _params_view(data["params"])
     webhooks = api_json("api.job_webhooks", job_id=job_id)["items"]
     return render_template(
-        "job.html", job=data, results=results, results_more=more, results_page=RESULTS_PAGE,
-        artifacts=[a for a in artifacts if a["role"] not in FOLDED_ROLES][:100], timeline=_timeline(job_id),
-        folded={role: sum(1 for a in artifacts if a["role"] == role) for role in FOLDED_ROLES}, params=params,
-        prompts=prompts, prompts_total=prompts_total, webhooks=webhooks,
-    )  # fmt: skip
+        "job.html",
+        job=data,
+        results=results,
+        results_more=more,
+        results_page=RESULTS_PAGE,
+        artifacts=[a for a in artifacts if a["role"] not in FOLDED_ROLES][:100],
+        timeline=_timeline(job_id),
+        folded={role: sum(1 for a in artifacts if a["role"] == role) for role in FOLDED_ROLES},
+        params=params,
+        prompts=prompts,
+        prompts_total=prompts_total,
+        webhooks=webhooks,
+    )
 
 
 @bp.get("/models")

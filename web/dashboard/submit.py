@@ -34,18 +34,29 @@ def _choices() -> dict[str, list[tuple[str, str]]]:
     def dataset_opts(kind: str) -> list[tuple[str, str]]:
         return [(d["id"], f"{d['name']} · {human_bytes(d['size'])}") for d in datasets if d["kind"] == kind]
 
-    return {"lm_models": model_opts("causal-lm"), "gan_models": model_opts("gan-generator"),
-            "text_datasets": dataset_opts("text"), "image_datasets": dataset_opts("images")}  # fmt: skip
+    return {
+        "lm_models": model_opts("causal-lm"),
+        "gan_models": model_opts("gan-generator"),
+        "text_datasets": dataset_opts("text"),
+        "image_datasets": dataset_opts("images"),
+    }
 
 
-def _render(kind: str, fields: list[FormField], errors: list[str] | None = None, clone: dict | None = None,
-            status: int = 200):  # fmt: skip
+def _render(
+    kind: str, fields: list[FormField], errors: list[str] | None = None, clone: dict | None = None, status: int = 200
+):
     kinds = [(k, kind_label(k)) for k in PARAMS_BY_KIND]
     return render_template(
-        "submit.html", kind=kind, kinds=kinds, main=[f for f in fields if not f.advanced],
-        advanced=[f for f in fields if f.advanced], errors=errors or [], clone=clone,
-        idempotency_key=uuid.uuid4().hex, advanced_open=any(f.error for f in fields if f.advanced),
-    ), status  # fmt: skip
+        "submit.html",
+        kind=kind,
+        kinds=kinds,
+        main=[f for f in fields if not f.advanced],
+        advanced=[f for f in fields if f.advanced],
+        errors=errors or [],
+        clone=clone,
+        idempotency_key=uuid.uuid4().hex,
+        advanced_open=any(f.error for f in fields if f.advanced),
+    ), status
 
 
 def _attach_upload(kind: str, params: dict, fields: list[FormField]) -> bool:
@@ -69,8 +80,13 @@ def submit():
     if request.method == "GET" and request.args.get("clone"):
         clone = api_json("api.get", job_id=request.args["clone"])
         kind = clone["kind"]
-        values = {**clone["params"], "priority": clone["priority"], "queue": clone["queue"],
-                  "metadata": clone.get("metadata") or None, "webhook_url": clone.get("webhook_url")}  # fmt: skip
+        values = {
+            **clone["params"],
+            "priority": clone["priority"],
+            "queue": clone["queue"],
+            "metadata": clone.get("metadata") or None,
+            "webhook_url": clone.get("webhook_url"),
+        }
     if kind not in PARAMS_BY_KIND:
         kind = DEFAULT_KIND
     fields = build_fields(kind, _choices())

@@ -28,7 +28,6 @@ from web.errors import Invalid
 logger = logging.getLogger(__name__)
 
 
-
 def field_error(field: str, message: str) -> Invalid:
     return Invalid(f"{field}: {message}", details=[{"loc": ["params", field], "msg": message}])
 

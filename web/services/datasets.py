@@ -57,8 +57,17 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
         if existing is not None:
             store.delete(f"datasets/{ds_id}")
             return existing, False
-        ds = Dataset(id=ds_id, owner_id=user.id, name=(name or Path(file.filename).name)[:255], kind=kind,
-                     format=stats.pop("format", fmt), size=size, sha256=sha, stats=stats, path=rel)  # fmt: skip
+        ds = Dataset(
+            id=ds_id,
+            owner_id=user.id,
+            name=(name or Path(file.filename).name)[:255],
+            kind=kind,
+            format=stats.pop("format", fmt),
+            size=size,
+            sha256=sha,
+            stats=stats,
+            path=rel,
+        )
         s.add(ds)
         s.commit()
         return ds, True

@@ -25,33 +25,82 @@ from web.services.datasets import upload
 from web.services.jobs import create_job, get_job
 
 PROMPTS = [
-    "Return the", "This module provides", "The default value is", "If the argument is", "Raise an exception",
-    "The function returns", "A list of", "Create a new", "The path to", "When the file", "Convert the string",
-    "The number of", "This class represents", "Return True if", "The result is", "Read the data from",
-    "The first argument", "If no timeout", "The object is", "Write the", "This method is called", "Parse the",
-    "The name of the", "Return a new", "The current thread", "Open the file", "If the value", "The context manager",
-    "An iterator over", "The encoding of", "Set the", "The maximum number",
-]  # fmt: skip
+    "Return the",
+    "This module provides",
+    "The default value is",
+    "If the argument is",
+    "Raise an exception",
+    "The function returns",
+    "A list of",
+    "Create a new",
+    "The path to",
+    "When the file",
+    "Convert the string",
+    "The number of",
+    "This class represents",
+    "Return True if",
+    "The result is",
+    "Read the data from",
+    "The first argument",
+    "If no timeout",
+    "The object is",
+    "Write the",
+    "This method is called",
+    "Parse the",
+    "The name of the",
+    "Return a new",
+    "The current thread",
+    "Open the file",
+    "If the value",
+    "The context manager",
+    "An iterator over",
+    "The encoding of",
+    "Set the",
+    "The maximum number",
+]
 CORPUS_NAME = "stdlib-docstrings.txt"
 
 
 def lm_params(dataset_id: str, steps: int, tag: str) -> dict[str, Any]:
-    return {"base_model": "scratch", "size": "tiny", "dataset_id": dataset_id, "vocab_size": 2048,
-            "block_size": 128, "batch_size": 16, "max_steps": steps, "eval_every": max(10, steps // 10),
-            "checkpoint_every": max(20, steps // 3), "learning_rate": 1e-3, "warmup_steps": min(30, steps // 5),
-            "name": f"demo-lm-{tag}"}  # fmt: skip
+    return {
+        "base_model": "scratch",
+        "size": "tiny",
+        "dataset_id": dataset_id,
+        "vocab_size": 2048,
+        "block_size": 128,
+        "batch_size": 16,
+        "max_steps": steps,
+        "eval_every": max(10, steps // 10),
+        "checkpoint_every": max(20, steps // 3),
+        "learning_rate": 1e-3,
+        "warmup_steps": min(30, steps // 5),
+        "name": f"demo-lm-{tag}",
+    }
 
 
 def gan_params(steps: int, tag: str) -> dict[str, Any]:
-    return {"dataset": "digits", "architecture": "dcgan", "image_size": 28, "max_steps": steps, "batch_size": 64,
-            "sample_every": max(10, steps // 8), "checkpoint_every": max(20, steps // 2),
-            "name": f"demo-gan-{tag}"}  # fmt: skip
+    return {
+        "dataset": "digits",
+        "architecture": "dcgan",
+        "image_size": 28,
+        "max_steps": steps,
+        "batch_size": 64,
+        "sample_every": max(10, steps // 8),
+        "checkpoint_every": max(20, steps // 2),
+        "name": f"demo-gan-{tag}",
+    }
 
 
 def followup_body(train: Job) -> dict[str, Any]:
     if train.kind == "text.train":
-        params = {"model": train.model_id, "prompts": PROMPTS, "max_new_tokens": 40, "temperature": 0.8,
-                  "top_k": 40, "seed": 1}  # fmt: skip
+        params = {
+            "model": train.model_id,
+            "prompts": PROMPTS,
+            "max_new_tokens": 40,
+            "temperature": 0.8,
+            "top_k": 40,
+            "seed": 1,
+        }
         return {"kind": "text.generate", "params": params}
     return {"kind": "image.generate", "params": {"model": train.model_id, "count": 64, "seed": 1, "grid": True}}
 
@@ -72,8 +121,9 @@ def finished_training(s: Session, user: User, req: FollowupRequest) -> Job:
     if train.kind not in ("text.train", "image.train_gan"):
         raise Invalid(f"{train.id} is a {train.kind} job; follow-ups exist for training jobs", code="invalid_params")
     if train.status != JobStatus.SUCCEEDED or not train.model_id:
-        raise ApiError(f"{train.id} is {train.status}; its follow-up needs it succeeded with a model",
-                       code="not_ready", status=409)  # fmt: skip
+        raise ApiError(
+            f"{train.id} is {train.status}; its follow-up needs it succeeded with a model", code="not_ready", status=409
+        )
     return train
 
 

@@ -68,14 +68,25 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
     webhook_url = checked_webhook_url(req.webhook_url or user.webhook_url)
     stored = params.model_dump(mode="json", exclude_none=True)
     job = Job(
-        id=new_id("job"), owner_id=user.id, kind=req.kind, status=JobStatus.QUEUED, params=stored,
-        priority=req.priority, queue=req.queue, attempt=1,
+        id=new_id("job"),
+        owner_id=user.id,
+        kind=req.kind,
+        status=JobStatus.QUEUED,
+        params=stored,
+        priority=req.priority,
+        queue=req.queue,
+        attempt=1,
         max_attempts=params.max_attempts or get_settings().max_attempts,
-        timeout_seconds=params.timeout_seconds, progress_total=facts.get("total", 0),
-        dataset_id=facts.get("dataset_id"), idempotency_key=idempotency_key, request_hash=request_hash,
-        search_text=search_text(req.kind, stored), meta=dict(req.metadata), webhook_url=webhook_url,
+        timeout_seconds=params.timeout_seconds,
+        progress_total=facts.get("total", 0),
+        dataset_id=facts.get("dataset_id"),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        search_text=search_text(req.kind, stored),
+        meta=dict(req.metadata),
+        webhook_url=webhook_url,
         webhook_events=list(dict.fromkeys(req.webhook_events)) if req.webhook_events else None,
-    )  # fmt: skip
+    )
     s.add(job)
     s.add(lifecycle.queued_event(job))
     try:
@@ -146,8 +157,13 @@ def retry_job(s: Session, user: User, job_id: str) -> Job:
     """A new job with the same kind, params, priority, metadata and webhook (re-admitted: models and datasets must
     still exist)."""
     old = get_job(s, user, job_id)
-    body = {"kind": old.kind, "params": old.params, "priority": old.priority, "queue": old.queue,
-            "metadata": dict(old.meta or {})}  # fmt: skip
+    body = {
+        "kind": old.kind,
+        "params": old.params,
+        "priority": old.priority,
+        "queue": old.queue,
+        "metadata": dict(old.meta or {}),
+    }
     if old.webhook_url:
         body["webhook_url"] = old.webhook_url
     if old.webhook_events:

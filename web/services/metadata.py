@@ -21,11 +21,15 @@ def metadata_query(args: Mapping[str, str]) -> dict[str, str]:
         raise Invalid(f"at most {METADATA_MAX_KEYS} metadata filters", code="invalid_query")
     for key, value in wanted.items():
         if not (1 <= len(key) <= METADATA_KEY_CHARS and re.match(METADATA_KEY_PATTERN, key)):
-            raise Invalid(f"metadata key {key[:80]!r} must be 1-{METADATA_KEY_CHARS} of letters, digits and _.:/-",
-                          code="invalid_query")  # fmt: skip
+            raise Invalid(
+                f"metadata key {key[:80]!r} must be 1-{METADATA_KEY_CHARS} of letters, digits and _.:/-",
+                code="invalid_query",
+            )
         if len(value) > METADATA_VALUE_CHARS or "\x00" in value:
-            raise Invalid(f"metadata value of {key!r} must be at most {METADATA_VALUE_CHARS} characters, without NUL",
-                          code="invalid_query")  # fmt: skip
+            raise Invalid(
+                f"metadata value of {key!r} must be at most {METADATA_VALUE_CHARS} characters, without NUL",
+                code="invalid_query",
+            )
     return wanted
 
 

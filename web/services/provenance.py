@@ -18,9 +18,12 @@ def job_provenance(s: Session, job: Job) -> dict[str, Any]:
     ref = (job.params or {}).get("model")
     model = find_model(s, ref, s.get(User, job.owner_id)) if ref else None
     return provenance(
-        model_id=model.id if model else None, model_name=model.name if model else ref, job_id=job.id,
-        seed=(job.params or {}).get("seed"), created_at=None,
-    )  # fmt: skip
+        model_id=model.id if model else None,
+        model_name=model.name if model else ref,
+        job_id=job.id,
+        seed=(job.params or {}).get("seed"),
+        created_at=None,
+    )
 
 
 def results_zip(jsonl: str, prov: dict[str, Any]) -> bytes:

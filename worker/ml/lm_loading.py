@@ -30,7 +30,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class LoadedLM:
     """A causal LM ready for :func:`worker.ml.generate.generate`."""

@@ -16,8 +16,14 @@ from worker.runtime import Handler, KindPolicy, delivery_tag_of, run_job
 
 def run_task(request, job_id: str, handler: Handler, policy: KindPolicy) -> str:
     """Run ``job_id`` for a Celery task ``request``: its worker's name, this host's device, its message's tag."""
-    return run_job(job_id, handler, policy, worker=request.hostname or "worker", device=current_device().name,
-                   delivery_tag=delivery_tag_of(request))
+    return run_job(
+        job_id,
+        handler,
+        policy,
+        worker=request.hostname or "worker",
+        device=current_device().name,
+        delivery_tag=delivery_tag_of(request),
+    )
 
 
 def load_model_row(ctx: JobContext, ref: str, kind: str) -> Model:

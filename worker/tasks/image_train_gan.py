@@ -35,24 +35,36 @@ def handle(ctx: JobContext) -> dict:
     p = GanTrainParams.model_validate(ctx.params)
     images = _images(ctx, p)
     device = gan_device()
-    ctx.log(f"{p.architecture} on {len(images)} images of {p.channels}×{p.image_size}² ({p.dataset}), "
-            f"device {device.name}{' bf16' if device.autocast_dtype is not None else ''}")  # fmt: skip
+    ctx.log(
+        f"{p.architecture} on {len(images)} images of {p.channels}×{p.image_size}² ({p.dataset}), "
+        f"device {device.name}{' bf16' if device.autocast_dtype is not None else ''}"
+    )
     cfg = config_from_params(GanTrainConfig, p.model_dump())
 
     def on_sample(step: int, png: bytes) -> None:
         ctx.add_artifact(f"samples-step{step:07d}.png", png, role="sample", step=step, content_type="image/png")
 
-    result = train_gan(cfg, images, ctx.work_dir / "gan", device, report=ctx.report, on_sample=on_sample,
-                       log=ctx.log)  # fmt: skip
+    result = train_gan(cfg, images, ctx.work_dir / "gan", device, report=ctx.report, on_sample=on_sample, log=ctx.log)
     name = unique_model_name(p.name, f"{p.architecture}-{ctx.job_id[-8:]}")
     dataset_id = None if p.dataset in BUILTIN_SOURCES else p.dataset
     model_id = register_model(
-        ctx, name=name, kind=ModelKind.GAN_GENERATOR, path=result.generator_dir, dataset_id=dataset_id,
-        base=p.dataset, metrics=result.metrics, config=cfg.spec().__dict__ | {"dataset": p.dataset},
-    )  # fmt: skip
+        ctx,
+        name=name,
+        kind=ModelKind.GAN_GENERATOR,
+        path=result.generator_dir,
+        dataset_id=dataset_id,
+        base=p.dataset,
+        metrics=result.metrics,
+        config=cfg.spec().__dict__ | {"dataset": p.dataset},
+    )
     ctx.log(f"registered generator {name} ({model_id})")
-    return {"model_id": model_id, "model_name": name, "steps": result.steps, "metrics": result.metrics,
-            "resumed_from_step": result.resumed_from_step}  # fmt: skip
+    return {
+        "model_id": model_id,
+        "model_name": name,
+        "steps": result.steps,
+        "metrics": result.metrics,
+        "resumed_from_step": result.resumed_from_step,
+    }
 
 
 @app.task(name="genqueue.image.train_gan", bind=True)

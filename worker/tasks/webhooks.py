@@ -33,9 +33,10 @@ def secret_for(s, owner_id: str) -> str:
         return secret
     with session_scope() as other:
         other.execute(
-            update(User).where(User.id == owner_id, User.webhook_secret.is_(None))
+            update(User)
+            .where(User.id == owner_id, User.webhook_secret.is_(None))
             .values(webhook_secret=webhooks.new_secret())
-        )  # fmt: skip
+        )
     with session_scope() as other:
         return other.scalar(select(User.webhook_secret).where(User.id == owner_id))
 
@@ -53,10 +54,17 @@ def deliver(delivery_id: str, attempts: int) -> str:
         body = d.payload.encode()
         result = webhooks.post(d.url, body, webhooks.headers(secret_for(s, d.owner_id), d.id, body))
         d.attempts += 1
-        s.add(WebhookAttempt(
-            delivery_id=d.id, number=d.attempts, outcome=result.outcome, status_code=result.status_code,
-            duration_ms=result.duration_ms, error=result.error, response=(result.response or "")[:1000] or None,
-        ))  # fmt: skip
+        s.add(
+            WebhookAttempt(
+                delivery_id=d.id,
+                number=d.attempts,
+                outcome=result.outcome,
+                status_code=result.status_code,
+                duration_ms=result.duration_ms,
+                error=result.error,
+                response=(result.response or "")[:1000] or None,
+            )
+        )
         delay = None if result.outcome in ("success", "refused") else webhooks.next_attempt_delay(d.attempts)
         if result.outcome == "success":
             d.status, d.next_attempt_at = DeliveryStatus.SUCCEEDED, None

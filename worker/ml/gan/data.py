@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["ImageDatasetError", "Limits", "inspect_image_dataset", "load_images"]
 
 
-
 def load_images(
     source: str | Path, image_size: int, channels: int, limits: Limits = Limits(), mnist_root: Path | None = None
 ) -> torch.Tensor:
