@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,24 +128,9 @@ class WorkerProcess:
         self.log_path = stack.root / f"{name}.log"
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "-Q",
-            "gpu,cpu",
-            "-c",
-            str(self.concurrency),
-            "-n",
-            f"{self.name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        from shared.cli.up import worker_command
+
+        cmd = worker_command(self.name, self.concurrency, "gpu,cpu")  # what `genqueue worker` runs
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             cmd,
