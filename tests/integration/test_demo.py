@@ -32,7 +32,10 @@ def test_demo_runs_all_three_uses_offline(app, user, capsys):
         val = [e["data"]["val_loss"] for e in events if "val_loss" in e["data"]]
         assert len(val) >= 2 and val[-1] < val[0]
         texts = client.get(f"/jobs/{by_kind['text.generate']['id']}/results", params={"format": "json"})["items"]
-        assert len(texts) >= 24 and all(t["text"] for t in texts)
+        # a model trained for 80 steps predicts its document separator (EOS) often, so a sampled prompt may end at
+        # its first token with an empty text: a right answer of the sampler, but rare
+        assert len(texts) >= 24 and all(t["finish_reason"] in ("stop", "length") for t in texts)
+        assert sum(1 for t in texts if t["text"] and t["tokens"] > 0) >= 0.8 * len(texts)
         arts = client.get(f"/jobs/{by_kind['image.generate']['id']}/artifacts")["items"]
         assert len([a for a in arts if a["role"] == "image"]) == 64
     finally:
