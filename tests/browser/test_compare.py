@@ -124,7 +124,8 @@ def test_pick_runs_on_the_jobs_page_and_compare_them(page, user):
     assert loss.locator("path.series").first.get_attribute("d") != before
     loss.locator("svg").first.dblclick()
     expect(page.locator("#compare-charts .chart-reset:visible")).to_have_count(0)
-    assert loss.locator("path.series").first.get_attribute("d") == before
+    # the whole series again: the same points and heights (the chart's width may differ from the first layout)
+    assert path_ys(loss.locator("path.series").first.get_attribute("d")) == path_ys(before)
 
     # Log scale redraws the y axis in decades.
     loss.get_by_label("log scale").check()
