@@ -14,16 +14,11 @@ from functools import lru_cache
 from celery import Celery
 
 from shared.breaker import Breaker
+from shared.kinds import TASK_BY_KIND
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_BY_KIND = {
-    "text.generate": "genqueue.text.generate",
-    "text.train": "genqueue.text.train",
-    "image.train_gan": "genqueue.image.train_gan",
-    "image.generate": "genqueue.image.generate",
-}
 QUEUES = ("gpu", "cpu")
 
 # kombu's Redis transport keeps a delivered, not yet acknowledged message in the hash UNACKED_KEY and its delivery
@@ -114,13 +109,19 @@ def celery_priority(priority: int) -> int:
 
 
 def publish(job_id: str, kind: str, queue: str, priority: int) -> bool:
-    """Send the job id; False (logged) when the broker is unreachable — the reconciler sends it later."""
+    """Send the job id; False (logged) when the broker is unreachable — the reconciler sends it later.
+
+    A kind no worker has a task for (a row written by a newer or older version) is logged and not sent; it is not a
+    broker failure, so it never trips the breaker that would hold back every other kind's jobs.
+    """
+    task = TASK_BY_KIND.get(kind)
+    if task is None:
+        logger.error("job %s has unknown kind %r: not published (known: %s)", job_id, kind, ", ".join(TASK_BY_KIND))
+        return False
     if _publish_breaker.is_open():
         return False
     try:
-        sender().send_task(
-            TASK_BY_KIND[kind], args=[job_id], queue=queue, priority=celery_priority(priority), retry=False
-        )
+        sender().send_task(task, args=[job_id], queue=queue, priority=celery_priority(priority), retry=False)
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure: the job row is committed, the reconciler resends
         _publish_breaker.trip()

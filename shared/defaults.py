@@ -56,3 +56,33 @@ class GanTrainDefaults:
 
 TEXT_TRAIN = TextTrainDefaults()
 GAN_TRAIN = GanTrainDefaults()
+
+
+# Scratch BERT sizes (``text.train_tagger`` with ``base_model: "scratch"``): the API's ``size`` choices and the
+# encoder shapes the worker builds (``bert-base`` is BERT-base's shape).
+TAGGER_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": 64, "intermediate_size": 128},
+    "small": {"num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 256, "intermediate_size": 1024},
+    "base": {"num_hidden_layers": 12, "num_attention_heads": 12, "hidden_size": 768, "intermediate_size": 3072},
+}
+
+
+@dataclass(frozen=True)
+class TaggerTrainDefaults:
+    size: str = "tiny"  # scratch preset
+    vocab_size: int = 4096  # the WordPiece vocabulary trained on the dataset (scratch)
+    validation_fraction: float = 0.1  # of the sentences, when no validation dataset is given
+    max_length: int = 128  # sub-tokens per sentence, [CLS] and [SEP] included; longer sentences are cut
+    batch_size: int = 16
+    learning_rate: float = 5e-5  # peak, after warm-up; linear decay to 0 (the seed's AdamW recipe)
+    scratch_learning_rate: float = 1e-3  # the peak for a scratch encoder, when learning_rate is not given
+    warmup_steps: int = 10
+    max_steps: int = 300  # when neither max_steps nor epochs is given
+    weight_decay: float = 0.01
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+TAGGER_TRAIN = TaggerTrainDefaults()
+MAX_TAGGER_LABELS = 256

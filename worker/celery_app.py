@@ -23,17 +23,12 @@ from celery import Celery, Task, signals
 from celery.worker.request import Request
 
 from shared.broker import configure, redis_url
+from shared.kinds import KINDS
 from shared.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = [
-    "worker.tasks.text_generate",
-    "worker.tasks.text_train",
-    "worker.tasks.image_train_gan",
-    "worker.tasks.image_generate",
-    "worker.tasks.webhooks",
-]
+TASK_MODULES = [*(k.module for k in KINDS.values()), "worker.tasks.webhooks"]  # one per job kind (shared/kinds.py)
 
 
 class JobRequest(Request):

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import KINDS
 
-Kind = Literal["text.generate", "text.train", "image.train_gan", "image.generate"]
+Kind = Literal[tuple(KINDS)]  # the registry's kinds
 Status = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-DatasetKind = Literal["text", "images"]
+DatasetKind = Literal["text", "images", "tagged"]
 WebhookEvent = Literal["running", "succeeded", "failed", "cancelled"]
 METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 METADATA_KEY_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
@@ -27,7 +27,6 @@ Metadata = Annotated[
         "`GET /jobs?metadata.KEY=VALUE`.",
     ),
 ]
-assert set(Kind.__args__) == set(PARAMS_BY_KIND)  # one list of kinds
 
 
 class JobCreate(BaseModel):

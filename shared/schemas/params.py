@@ -181,9 +181,10 @@ class ImageGenerateParams(CommonParams):
     grid: bool = True
 
 
-PARAMS_BY_KIND: dict[str, type[CommonParams]] = {
-    "text.generate": TextGenerateParams,
-    "text.train": TextTrainParams,
-    "image.train_gan": GanTrainParams,
-    "image.generate": ImageGenerateParams,
-}
+def __getattr__(name: str):
+    """``PARAMS_BY_KIND`` moved to the job-kind registry (``shared/kinds.py``); old imports keep working."""
+    if name == "PARAMS_BY_KIND":
+        from shared.kinds import PARAMS_BY_KIND
+
+        return PARAMS_BY_KIND
+    raise AttributeError(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import PARAMS_BY_KIND
 
 pytestmark = pytest.mark.usefixtures("held_queue")  # the jobs here must stay queued
 

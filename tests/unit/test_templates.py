@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import PARAMS_BY_KIND
 from shared.users import hash_token
 
 HOSTILE = "<script>alert('pwned')</script>"

@@ -11,7 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.models import ModelKind
 from shared.schemas import api as A
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import PARAMS_BY_KIND
 from web.api import bp
 
 REF = "#/components/schemas/{model}"

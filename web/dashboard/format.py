@@ -6,12 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-KIND_LABELS = {
-    "text.generate": "Text generation",
-    "text.train": "LM training",
-    "image.train_gan": "GAN training",
-    "image.generate": "Image generation",
-}
+from shared.kinds import KINDS
+
+KIND_LABELS = {name: k.label for name, k in KINDS.items()}
 STATUS_ICONS = {
     "queued": "◷",
     "running": "▶",

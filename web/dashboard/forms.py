@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.schemas.api import JobCreate
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import PARAMS_BY_KIND
 
 MAIN_FIELDS = {
     "text.generate": [

@@ -7,7 +7,7 @@ import uuid
 
 from flask import g, redirect, render_template, request, url_for
 
-from shared.schemas.params import PARAMS_BY_KIND
+from shared.kinds import PARAMS_BY_KIND
 from web.dashboard import bp
 from web.dashboard.format import human_bytes, kind_label
 from web.dashboard.forms import FormField, build_fields, fill, parse, place_errors

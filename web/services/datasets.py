@@ -13,18 +13,22 @@ from shared.artifacts import ArtifactStore, TooLarge
 from shared.ids import new_id
 from shared.models import Dataset, User
 from shared.settings import get_settings
+from shared.tagdata import CONLL_EXTENSIONS, is_tagged_jsonl
+from shared.tagdata import stats as tagged_stats
 from shared.textdata import TextDataError
 from shared.textdata import stats as text_stats
 from web.errors import ApiError, Invalid
 
 logger = logging.getLogger(__name__)
 
-TEXT_FORMATS = {".txt": "txt", ".jsonl": "jsonl"}
+TEXT_FORMATS = {".txt": "txt", ".jsonl": "jsonl"}  # a .jsonl of {"tokens", "tags"} records is tagged data
 
 
 def detect_format(filename: str) -> tuple[str, str]:
     """(kind, format) from the file name; images are confirmed by content later."""
     name = filename.lower()
+    if name.endswith(CONLL_EXTENSIONS):
+        return "tagged", "conll"
     for ext, fmt in TEXT_FORMATS.items():
         if name.endswith(ext):
             return "text", fmt
@@ -33,7 +37,7 @@ def detect_format(filename: str) -> tuple[str, str]:
     if "idx3-ubyte" in name or name.endswith((".idx", ".idx.gz")):
         return "images", "idx"
     raise Invalid(
-        f"unsupported file type {filename!r}: upload .txt or .jsonl text, a .zip of images or an MNIST IDX file",
+        f"unsupported file type {filename!r}: upload .txt or .jsonl text, .conll tagged text, a .zip of images or an MNIST IDX file",
         code="unsupported_type",
     )
 
@@ -44,7 +48,7 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
         raise Invalid("send the file as multipart form field `file`", code="missing_file")
     kind, fmt = detect_format(file.filename)
     settings = get_settings()
-    cap = settings.max_text_upload_bytes if kind == "text" else settings.max_image_upload_bytes
+    cap = settings.max_text_upload_bytes if kind in ("text", "tagged") else settings.max_image_upload_bytes
     store, ds_id = ArtifactStore(), new_id("ds")
     rel = f"datasets/{ds_id}/{Path(file.filename).name}"
     try:
@@ -61,7 +65,7 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
             id=ds_id,
             owner_id=user.id,
             name=(name or Path(file.filename).name)[:255],
-            kind=kind,
+            kind=stats.pop("kind", kind),
             format=stats.pop("format", fmt),
             size=size,
             sha256=sha,
@@ -77,10 +81,14 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
 
 
 def _validate(path: Path, kind: str, fmt: str) -> dict:
-    if kind == "text":
+    if kind in ("text", "tagged"):
+        data = path.read_bytes()
+        tagged = kind == "tagged" or (fmt == "jsonl" and is_tagged_jsonl(data))
         try:
-            return text_stats(path.read_bytes(), fmt)
-        except TextDataError as exc:
+            if tagged:
+                return {**tagged_stats(data, fmt), "kind": "tagged"}
+            return text_stats(data, fmt)
+        except TextDataError as exc:  # a TagDataError too: the message names the line
             raise Invalid(str(exc), code="invalid_dataset") from exc
     from shared.imagedata import ImageDatasetError, inspect_image_dataset
 

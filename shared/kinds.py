@@ -1,0 +1,168 @@
+"""The job-kind registry: every kind is declared here once, and everything else is derived from it.
+
+What a kind declares (:class:`JobKind`): its name, its params schema, its queue and default timeout, the name of its
+admission check (a function in ``web/services/admission.py``), and how the dashboard presents it (label, metric
+charts, the job-page part in ``web/templates/jobparts/``). Derived from it: the Celery task name and module
+(``genqueue.<kind>`` in ``worker/tasks/<kind with _>.py``), ``PARAMS_BY_KIND``, the API's ``kind`` choices,
+``shared/broker.py:TASK_BY_KIND``, ``worker/celery_app.py:TASK_MODULES``, the web's admission table, the dashboard's
+kind lists, labels, submit forms and charts.
+
+This module imports only pydantic schemas: the web imports it without loading the worker or torch, and the worker
+takes its per-kind runtime policy (the default timeout) from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.schemas.params import (
+    CommonParams,
+    GanTrainParams,
+    ImageGenerateParams,
+    TextGenerateParams,
+    TextTrainParams,
+)
+from shared.schemas.tagger import TextTagParams, TextTrainTaggerParams
+
+HOUR = 3600
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart on the job page: a title and the metric series (event ``data`` keys) it draws."""
+
+    title: str
+    series: tuple[tuple[str, str], ...]  # (metric key, legend label)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    label: str
+    params: type[CommonParams]
+    admission: str  # the check's function name in web/services/admission.py
+    default_timeout_seconds: int
+    queue: str = "gpu"
+    trains_model: bool = False  # ends with a registry model (demo follow-ups, "trained" metrics)
+    charts: tuple[Chart, ...] = ()
+    part: str | None = None  # web/templates/jobparts/<part>.html, the kind's own section of the job page
+    model_param: str = "model"  # the param shown as "Model" in job lists
+
+    @property
+    def task(self) -> str:
+        """The Celery task name."""
+        return f"genqueue.{self.name}"
+
+    @property
+    def module(self) -> str:
+        """The worker's task module."""
+        return "worker.tasks." + self.name.replace(".", "_")
+
+
+LM_CHARTS = (
+    Chart("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
+    Chart("Validation perplexity", (("perplexity", "perplexity"),)),
+    Chart("Learning rate", (("lr", "lr"),)),
+    Chart("Throughput (tokens/s)", (("tokens_per_s", "tokens/s"),)),
+    Chart("MFU (fraction of the device's peak FLOPS)", (("mfu", "MFU"),)),
+)
+GAN_CHARTS = (
+    Chart("Losses", (("d_loss", "discriminator"), ("g_loss", "generator"))),
+    Chart("Discriminator outputs", (("d_real", "D(real)"), ("d_fake", "D(fake)"))),
+    Chart("Fréchet distance", (("fd", "FD"),)),
+)
+TAGGER_CHARTS = (
+    Chart("Loss", (("train_loss", "train"), ("val_loss", "validation"))),
+    Chart("Entity-level scores", (("f1", "f1"), ("precision", "precision"), ("recall", "recall"))),
+    Chart("Token accuracy", (("accuracy", "accuracy"),)),
+    Chart("Throughput (tokens/s)", (("tokens_per_s", "tokens/s"),)),
+)
+
+KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in (
+        JobKind(
+            "text.generate",
+            "Text generation",
+            TextGenerateParams,
+            "check_text_generate",
+            default_timeout_seconds=6 * HOUR,
+            part="text_generate",
+        ),
+        JobKind(
+            "text.train",
+            "LM training",
+            TextTrainParams,
+            "check_text_train",
+            default_timeout_seconds=72 * HOUR,
+            trains_model=True,
+            charts=LM_CHARTS,
+            model_param="base_model",
+        ),
+        JobKind(
+            "image.train_gan",
+            "GAN training",
+            GanTrainParams,
+            "check_gan_train",
+            default_timeout_seconds=72 * HOUR,
+            trains_model=True,
+            charts=GAN_CHARTS,
+            part="image_train_gan",
+        ),
+        JobKind(
+            "image.generate",
+            "Image generation",
+            ImageGenerateParams,
+            "check_image_generate",
+            default_timeout_seconds=2 * HOUR,
+            part="image_generate",
+        ),
+        JobKind(
+            "text.train_tagger",
+            "Tagger training",
+            TextTrainTaggerParams,
+            "check_train_tagger",
+            default_timeout_seconds=72 * HOUR,
+            trains_model=True,
+            charts=TAGGER_CHARTS,
+            part="text_train_tagger",
+            model_param="base_model",
+        ),
+        JobKind(
+            "text.tag",
+            "Tagging",
+            TextTagParams,
+            "check_tag",
+            default_timeout_seconds=6 * HOUR,
+            part="text_tag",
+        ),
+    )
+}
+
+PARAMS_BY_KIND: dict[str, type[CommonParams]] = {name: k.params for name, k in KINDS.items()}
+TASK_BY_KIND: dict[str, str] = {name: k.task for name, k in KINDS.items()}
+TRAINING_KINDS: tuple[str, ...] = tuple(name for name, k in KINDS.items() if k.trains_model)
+
+
+class UnknownKind(ValueError):
+    """A kind string that no :class:`JobKind` declares."""
+
+
+def get_kind(name: str) -> JobKind:
+    """The declared kind; :class:`UnknownKind` otherwise."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UnknownKind(f"unknown job kind {name!r} (one of {', '.join(KINDS)})") from None
+
+
+def presentation() -> dict[str, dict]:
+    """What the dashboard's JavaScript needs per kind (labels, charts, model param), as JSON-ready data."""
+    return {
+        name: {
+            "label": k.label,
+            "model_param": k.model_param,
+            "charts": [{"title": c.title, "series": [{"key": a, "label": b} for a, b in c.series]} for c in k.charts],
+        }
+        for name, k in KINDS.items()
+    }
