@@ -47,6 +47,7 @@ class JobKind:
     charts: tuple[Chart, ...] = ()
     part: str | None = None  # web/templates/jobparts/<part>.html, the kind's own section of the job page
     model_param: str = "model"  # the param shown as "Model" in job lists
+    results: str | None = None  # what GET /jobs/{id}/results serves: "generations" or "tags"
 
     @property
     def task(self) -> str:
@@ -88,6 +89,7 @@ KINDS: dict[str, JobKind] = {
             "check_text_generate",
             default_timeout_seconds=6 * HOUR,
             part="text_generate",
+            results="generations",
         ),
         JobKind(
             "text.train",
@@ -135,6 +137,7 @@ KINDS: dict[str, JobKind] = {
             "check_tag",
             default_timeout_seconds=6 * HOUR,
             part="text_tag",
+            results="tags",
         ),
     )
 }

@@ -5,7 +5,7 @@ from shared.models.base import Base
 from shared.models.datasets import Dataset
 from shared.models.jobs import Job, JobEvent, JobStatus
 from shared.models.registry import Model, ModelKind, ModelSource
-from shared.models.results import GenerationResult
+from shared.models.results import GenerationResult, TagResult
 from shared.models.users import ApiToken, User
 from shared.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from shared.models.workers import Worker
@@ -22,6 +22,7 @@ __all__ = [
     "Model",
     "ModelKind",
     "ModelSource",
+    "TagResult",
     "User",
     "WebhookAttempt",
     "WebhookDelivery",

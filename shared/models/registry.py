@@ -14,8 +14,10 @@ from shared.models.base import Base, created_at_column
 class ModelKind:
     CAUSAL_LM = "causal-lm"
     GAN_GENERATOR = "gan-generator"
+    TOKEN_CLASSIFIER = "token-classifier"  # text.train_tagger's output, text.tag's input (config.labels)
+    ENCODER = "encoder"  # a hub BERT-style encoder to fine-tune as a tagger (bert-base-cased)
 
-    ALL = (CAUSAL_LM, GAN_GENERATOR)
+    ALL = (CAUSAL_LM, GAN_GENERATOR, TOKEN_CLASSIFIER, ENCODER)
 
 
 class ModelSource:

@@ -10,6 +10,7 @@ from flask import Response, g, jsonify, request, send_file
 from sqlalchemy import select
 
 from shared.artifacts import ArtifactStore
+from shared.kinds import KINDS
 from shared.models import Artifact, GenerationResult, Job, JobEvent, JobStatus
 from shared.provenance import CSV_COLUMNS, csv_columns, label_row
 from shared.timeutil import iso
@@ -24,6 +25,7 @@ from web.services.limits import check_submission
 from web.services.metadata import filter_by_metadata
 from web.services.metrics import metric_series
 from web.services.provenance import job_provenance, results_zip
+from web.services.tag_results import tag_csv, tag_rows
 
 
 def _json_body():
@@ -144,6 +146,9 @@ def results(job_id: str):
     if fmt not in ("jsonl", "csv", "json", "zip"):
         raise Invalid("`format` must be jsonl, csv, json or zip", code="invalid_query")
     offset, limit = _int_arg("offset", 0), _int_arg("limit", None, minimum=1)
+    kind = KINDS.get(job.kind)
+    if kind is not None and kind.results == "tags":
+        return _tag_results(job_id, fmt, offset, limit)
     stmt = select(GenerationResult).where(GenerationResult.job_id == job_id)
     stmt = stmt.order_by(GenerationResult.prompt_index, GenerationResult.sequence).offset(offset).limit(limit)
     prov = job_provenance(s, job)  # every row is labelled AI-generated, with its provenance (shared/provenance.py)
@@ -161,6 +166,18 @@ def results(job_id: str):
     jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if fmt == "zip":
         return _download(results_zip(jsonl, prov), "application/zip", f"{job_id}-results.zip")
+    return _download(jsonl, "application/x-ndjson", f"{job_id}.jsonl")
+
+
+def _tag_results(job_id: str, fmt: str, offset: int, limit: int | None) -> Response:
+    if fmt == "zip":
+        raise Invalid("tagging results come as jsonl, csv or json", code="invalid_query")
+    rows = tag_rows(db_session(), job_id, offset, limit)
+    if fmt == "json":
+        return jsonify({"items": rows, "offset": offset})
+    if fmt == "csv":
+        return _download(tag_csv(rows), "text/csv", f"{job_id}.csv")
+    jsonl = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return _download(jsonl, "application/x-ndjson", f"{job_id}.jsonl")
 
 

@@ -9,9 +9,9 @@ from flask import jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from shared.kinds import PARAMS_BY_KIND
 from shared.models import ModelKind
 from shared.schemas import api as A
-from shared.kinds import PARAMS_BY_KIND
 from web.api import bp
 
 REF = "#/components/schemas/{model}"

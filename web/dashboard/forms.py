@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.schemas.api import JobCreate
 from shared.kinds import PARAMS_BY_KIND
+from shared.schemas.api import JobCreate
 
 MAIN_FIELDS = {
     "text.generate": [

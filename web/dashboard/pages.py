@@ -7,9 +7,9 @@ import logging
 
 from flask import flash, g, redirect, render_template, request, url_for
 
+from shared.kinds import PARAMS_BY_KIND
 from shared.models import JobStatus
 from shared.models.jobs import ACTIVE
-from shared.kinds import PARAMS_BY_KIND
 from web.dashboard import bp
 from web.dashboard.format import kind_label
 from web.dashboard.internal import api_json

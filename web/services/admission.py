@@ -22,6 +22,7 @@ from shared.kinds import KINDS
 from shared.model_refs import find_model
 from shared.models import Dataset, Model, ModelKind, User
 from shared.schemas.params import GanTrainParams, ImageGenerateParams, TextGenerateParams, TextTrainParams
+from shared.schemas.tagger import TextTagParams, TextTrainTaggerParams
 from shared.settings import get_settings
 from shared.textdata import TextDataError, read_prompts
 from web.errors import Invalid
@@ -33,12 +34,13 @@ def field_error(field: str, message: str) -> Invalid:
     return Invalid(f"{field}: {message}", details=[{"loc": ["params", field], "msg": message}])
 
 
-def _model(s: Session, user: User, ref: str, kind: str, field: str) -> Model:
+def _model(s: Session, user: User, ref: str, kind: str | tuple[str, ...], field: str) -> Model:
     model = find_model(s, ref, user)
     if model is None:
         raise field_error(field, f"unknown model {ref!r} (see GET /api/v1/models)")
-    if model.kind != kind:
-        raise field_error(field, f"model {ref!r} is a {model.kind}, not a {kind}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if model.kind not in kinds:
+        raise field_error(field, f"model {ref!r} is a {model.kind}, not a {' or '.join(kinds)}")
     return model
 
 
@@ -169,6 +171,40 @@ def check_gan_train(s: Session, user: User, p: GanTrainParams) -> dict:
 def check_image_generate(s: Session, user: User, p: ImageGenerateParams) -> dict:
     model = _model(s, user, p.model, ModelKind.GAN_GENERATOR, "model")
     return {"model_id": model.id, "total": p.count}
+
+
+def check_train_tagger(s: Session, user: User, p: TextTrainTaggerParams) -> dict:
+    ds = _dataset(s, user, p.dataset_id, "tagged", "dataset_id")
+    n_val = 0
+    if p.validation_dataset_id:
+        n_val = _dataset(s, user, p.validation_dataset_id, "tagged", "validation_dataset_id").stats.get("sentences", 0)
+    if ds.stats.get("sentences", 0) + n_val < 2:
+        raise field_error("dataset_id", "a tagger needs at least two sentences (one to train on, one to validate)")
+    base_id = None
+    if p.base_model != "scratch":
+        base = _model(s, user, p.base_model, (ModelKind.TOKEN_CLASSIFIER, ModelKind.ENCODER), "base_model")
+        base_id, ctx = base.id, context_length(base)
+        if p.max_length > ctx:
+            raise field_error("max_length", f"{p.max_length} is above the model's {ctx} positions")
+    _name_free(s, p.name)
+    return {"dataset_id": ds.id, "base_model_id": base_id, "total": p.max_steps or 0}
+
+
+def check_tag(s: Session, user: User, p: TextTagParams) -> dict:
+    model = _model(s, user, p.model, ModelKind.TOKEN_CLASSIFIER, "model")
+    if p.dataset_id:
+        ds = _dataset(s, user, p.dataset_id, "text", "dataset_id")
+        if ds.format != "txt":
+            raise field_error("dataset_id", "text.tag reads a .txt dataset: one text per line")
+        n = ds.stats.get("prompts", 0)  # non-empty lines
+        if not n:
+            raise field_error("dataset_id", "the dataset has no lines to tag")
+    else:
+        n = len(p.texts or [])
+    limit = get_settings().max_prompts
+    if n > limit:
+        raise field_error("texts", f"{n} texts is over the limit of {limit}")
+    return {"model_id": model.id, "dataset_id": p.dataset_id, "total": n}
 
 
 # Each kind names its check in the registry (shared/kinds.py); a kind whose check is missing fails at import.

@@ -37,7 +37,8 @@ def detect_format(filename: str) -> tuple[str, str]:
     if "idx3-ubyte" in name or name.endswith((".idx", ".idx.gz")):
         return "images", "idx"
     raise Invalid(
-        f"unsupported file type {filename!r}: upload .txt or .jsonl text, .conll tagged text, a .zip of images or an MNIST IDX file",
+        f"unsupported file type {filename!r}: upload .txt or .jsonl text, .conll (or .jsonl) tagged text, "
+        "a .zip of images or an MNIST IDX file",
         code="unsupported_type",
     )
 

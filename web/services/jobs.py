@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from shared import lifecycle, webhooks
 from shared.broker import publish
 from shared.ids import new_id
+from shared.kinds import PARAMS_BY_KIND
 from shared.models import Job, JobStatus, User
 from shared.schemas.api import JobCreate
-from shared.kinds import PARAMS_BY_KIND
 from shared.settings import get_settings
 from web.errors import Conflict, Invalid, NotFound
 from web.services.admission import admit, canonical

@@ -7,11 +7,22 @@ from pathlib import Path
 
 from shared.artifacts import ArtifactStore
 from shared.db import session_scope
+from shared.kinds import KINDS, JobKind
 from shared.model_refs import find_model, model_source
 from shared.models import Dataset, Model, User
 from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.runtime import Handler, KindPolicy, delivery_tag_of, run_job
+
+
+def kind_of(module: str) -> JobKind:
+    """The registry entry of the task module ``module`` (``__name__``): its task name and default timeout."""
+    return next(k for k in KINDS.values() if k.module == module)
+
+
+def policy_of(kind: JobKind, transient: tuple[type[BaseException], ...] = ()) -> KindPolicy:
+    """The runtime policy of ``kind``: the registry's default timeout plus the kind's own transient errors."""
+    return KindPolicy(default_timeout_seconds=kind.default_timeout_seconds, transient=transient)
 
 
 def run_task(request, job_id: str, handler: Handler, policy: KindPolicy) -> str:

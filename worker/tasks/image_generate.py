@@ -12,12 +12,12 @@ from worker.celery_app import app
 from worker.context import JobContext
 from worker.devices import current_device
 from worker.ml.gan import generate_images, zip_pngs
-from worker.runtime import KindPolicy
-from worker.tasks.common import load_model_row, run_task
+from worker.tasks.common import kind_of, load_model_row, policy_of, run_task
 
 logger = logging.getLogger(__name__)
 
-POLICY = KindPolicy(default_timeout_seconds=2 * 3600)
+KIND = kind_of(__name__)
+POLICY = policy_of(KIND)
 
 
 def handle(ctx: JobContext) -> dict:
@@ -39,6 +39,6 @@ def handle(ctx: JobContext) -> dict:
     return {"images": p.count, "seed": p.seed, "model": model.name}
 
 
-@app.task(name="genqueue.image.generate", bind=True)
+@app.task(name=KIND.task, bind=True)
 def run(self, job_id: str) -> str:
     return run_task(self.request, job_id, handle, POLICY)

@@ -12,12 +12,12 @@ from worker.context import JobContext, UserError
 from worker.devices import gan_device
 from worker.ml.common import config_from_params
 from worker.ml.gan import GanTrainConfig, ImageDatasetError, load_images, train_gan
-from worker.runtime import KindPolicy
-from worker.tasks.common import load_dataset_row, register_model, run_task, unique_model_name
+from worker.tasks.common import kind_of, load_dataset_row, policy_of, register_model, run_task, unique_model_name
 
 logger = logging.getLogger(__name__)
 
-POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
+KIND = kind_of(__name__)
+POLICY = policy_of(KIND)
 
 
 def _images(ctx: JobContext, p: GanTrainParams):
@@ -67,6 +67,6 @@ def handle(ctx: JobContext) -> dict:
     }
 
 
-@app.task(name="genqueue.image.train_gan", bind=True)
+@app.task(name=KIND.task, bind=True)
 def run(self, job_id: str) -> str:
     return run_task(self.request, job_id, handle, POLICY)

@@ -15,12 +15,20 @@ from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.ml.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, generate
 from worker.model_cache import cache
-from worker.runtime import KindPolicy
-from worker.tasks.common import hub_online, load_dataset_row, load_model_row, run_task, weights_source
+from worker.tasks.common import (
+    hub_online,
+    kind_of,
+    load_dataset_row,
+    load_model_row,
+    policy_of,
+    run_task,
+    weights_source,
+)
 
 logger = logging.getLogger(__name__)
 
-POLICY = KindPolicy(default_timeout_seconds=6 * 3600, transient=(GenerationOOM,))
+KIND = kind_of(__name__)
+POLICY = policy_of(KIND, transient=(GenerationOOM,))
 
 
 def _prompts(ctx: JobContext, p: TextGenerateParams) -> list[tuple[PromptItem, str | None]]:
@@ -123,6 +131,6 @@ def handle(ctx: JobContext) -> dict:
     }
 
 
-@app.task(name="genqueue.text.generate", bind=True)
+@app.task(name=KIND.task, bind=True)
 def run(self, job_id: str) -> str:
     return run_task(self.request, job_id, handle, POLICY)

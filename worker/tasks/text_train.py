@@ -17,10 +17,11 @@ from worker.ml.common import Device, config_from_params
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
 from worker.ml.lm_train import LMTrainConfig, train_lm
-from worker.runtime import KindPolicy
 from worker.tasks.common import (
+    kind_of,
     load_dataset_row,
     load_model_row,
+    policy_of,
     register_model,
     run_task,
     unique_model_name,
@@ -29,7 +30,8 @@ from worker.tasks.common import (
 
 logger = logging.getLogger(__name__)
 
-POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
+KIND = kind_of(__name__)
+POLICY = policy_of(KIND)
 
 
 def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
@@ -103,6 +105,6 @@ def _context(model_dir) -> int:
     return context_length(model_dir)
 
 
-@app.task(name="genqueue.text.train", bind=True)
+@app.task(name=KIND.task, bind=True)
 def run(self, job_id: str) -> str:
     return run_task(self.request, job_id, handle, POLICY)

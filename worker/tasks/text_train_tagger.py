@@ -1,0 +1,100 @@
+"""``text.train_tagger``: fine-tune (or train from scratch) a BERT-style token classifier; a retried job resumes from
+its last checkpoint; the model is registered as a ``token-classifier`` with its label list."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.models import ModelKind
+from shared.schemas.tagger import TextTrainTaggerParams
+from shared.tagdata import Sentence, TagDataError, read_sentences
+from worker.celery_app import app
+from worker.context import JobContext, UserError
+from worker.devices import current_device
+from worker.ml.common import config_from_params
+from worker.ml.tagger.model import TaggerLoadError
+from worker.ml.tagger.train import TaggerTrainConfig, TooFewSentences, train_tagger
+from worker.tasks.common import (
+    hub_online,
+    kind_of,
+    load_dataset_row,
+    load_model_row,
+    policy_of,
+    register_model,
+    run_task,
+    unique_model_name,
+    weights_source,
+)
+
+logger = logging.getLogger(__name__)
+
+KIND = kind_of(__name__)
+POLICY = policy_of(KIND)
+
+
+def _sentences(ctx: JobContext, dataset_id: str) -> list[tuple[list[str], list[str]]]:
+    ds, path = load_dataset_row(ctx, dataset_id)
+    try:
+        found: list[Sentence] = read_sentences(path, ds.format)
+    except TagDataError as exc:
+        raise UserError("invalid_dataset", f"{dataset_id}: {exc}") from exc
+    return [(s.tokens, s.tags) for s in found]
+
+
+def handle(ctx: JobContext) -> dict:
+    p = TextTrainTaggerParams.model_validate(ctx.params)
+    base_name = base = "scratch"
+    if p.base_model != "scratch":
+        model = load_model_row(ctx, p.base_model, _base_kind(ctx, p.base_model))
+        base_name, base = model.name, weights_source(model)
+    train = _sentences(ctx, p.dataset_id)
+    val = _sentences(ctx, p.validation_dataset_id) if p.validation_dataset_id else None
+    ctx.log(
+        f"training a tagger from {base_name} on {len(train)} sentences" + (f", {len(val)} to validate" if val else "")
+    )
+    cfg = config_from_params(TaggerTrainConfig, p.model_dump(), base_model=base, local_files_only=not hub_online())
+    try:
+        result = train_tagger(cfg, train, val, ctx.work_dir / "tagger", current_device(), ctx.report, ctx.log)
+    except (TooFewSentences, TaggerLoadError) as exc:
+        raise UserError("invalid_params", str(exc)) from exc
+    except OSError as exc:  # a hub base model that is neither cached nor reachable
+        raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
+    name = unique_model_name(p.name, f"tagger-{ctx.job_id[-8:]}")
+    model_id = register_model(
+        ctx,
+        name=name,
+        kind=ModelKind.TOKEN_CLASSIFIER,
+        path=result.model_dir,
+        dataset_id=p.dataset_id,
+        base=base_name,
+        metrics=result.metrics,
+        config={"labels": result.labels, "context_length": p.max_length, "n_params": result.n_params},
+    )
+    ctx.log(f"registered tagger {name} ({model_id}) with labels {', '.join(result.labels)}")
+    return {
+        "model_id": model_id,
+        "model_name": name,
+        "steps": result.steps,
+        "labels": result.labels,
+        "metrics": result.metrics,
+        "report": result.report,
+        "resumed_from_step": result.resumed_from_step,
+        "n_params": result.n_params,
+    }
+
+
+def _base_kind(ctx: JobContext, ref: str) -> str:
+    """A base is a registry tagger to continue from or a hub encoder (admission checked it is one of them)."""
+    from shared.db import session_scope
+    from shared.model_refs import find_model
+    from shared.models import User
+
+    with session_scope() as s:
+        user = s.get(User, ctx.owner_id)
+        model = find_model(s, ref, user) if user else None
+        return model.kind if model is not None else ModelKind.TOKEN_CLASSIFIER
+
+
+@app.task(name=KIND.task, bind=True)
+def run(self, job_id: str) -> str:
+    return run_task(self.request, job_id, handle, POLICY)
