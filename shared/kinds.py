@@ -48,6 +48,7 @@ class JobKind:
     part: str | None = None  # web/templates/jobparts/<part>.html, the kind's own section of the job page
     model_param: str = "model"  # the param shown as "Model" in job lists
     results: str | None = None  # what GET /jobs/{id}/results serves: "generations" or "tags"
+    form_fields: tuple[str, ...] = ()  # the submit form's main fields, in order; the others are "Advanced"
 
     @property
     def task(self) -> str:
@@ -87,6 +88,16 @@ KINDS: dict[str, JobKind] = {
             "Text generation",
             TextGenerateParams,
             "check_text_generate",
+            form_fields=(
+                "model",
+                "prompts",
+                "dataset_id",
+                "max_new_tokens",
+                "temperature",
+                "top_k",
+                "top_p",
+                "num_return_sequences",
+            ),
             default_timeout_seconds=6 * HOUR,
             part="text_generate",
             results="generations",
@@ -96,6 +107,17 @@ KINDS: dict[str, JobKind] = {
             "LM training",
             TextTrainParams,
             "check_text_train",
+            form_fields=(
+                "dataset_id",
+                "base_model",
+                "size",
+                "max_steps",
+                "epochs",
+                "learning_rate",
+                "batch_size",
+                "block_size",
+                "name",
+            ),
             default_timeout_seconds=72 * HOUR,
             trains_model=True,
             charts=LM_CHARTS,
@@ -106,6 +128,16 @@ KINDS: dict[str, JobKind] = {
             "GAN training",
             GanTrainParams,
             "check_gan_train",
+            form_fields=(
+                "dataset",
+                "architecture",
+                "max_steps",
+                "epochs",
+                "image_size",
+                "channels",
+                "batch_size",
+                "name",
+            ),
             default_timeout_seconds=72 * HOUR,
             trains_model=True,
             charts=GAN_CHARTS,
@@ -116,6 +148,7 @@ KINDS: dict[str, JobKind] = {
             "Image generation",
             ImageGenerateParams,
             "check_image_generate",
+            form_fields=("model", "count", "seed", "grid"),
             default_timeout_seconds=2 * HOUR,
             part="image_generate",
         ),
@@ -124,6 +157,17 @@ KINDS: dict[str, JobKind] = {
             "Tagger training",
             TextTrainTaggerParams,
             "check_train_tagger",
+            form_fields=(
+                "dataset_id",
+                "base_model",
+                "size",
+                "max_steps",
+                "epochs",
+                "learning_rate",
+                "batch_size",
+                "max_length",
+                "name",
+            ),
             default_timeout_seconds=72 * HOUR,
             trains_model=True,
             charts=TAGGER_CHARTS,
@@ -135,6 +179,7 @@ KINDS: dict[str, JobKind] = {
             "Tagging",
             TextTagParams,
             "check_tag",
+            form_fields=("model", "texts", "dataset_id", "batch_size"),
             default_timeout_seconds=6 * HOUR,
             part="text_tag",
             results="tags",
@@ -165,6 +210,7 @@ def presentation() -> dict[str, dict]:
         name: {
             "label": k.label,
             "model_param": k.model_param,
+            "results": k.results,
             "charts": [{"title": c.title, "series": [{"key": a, "label": b} for a, b in c.series]} for c in k.charts],
         }
         for name, k in KINDS.items()

@@ -41,7 +41,8 @@ def model_label(job: dict[str, Any]) -> str:
         return f"scratch ({p.get('size') or 'custom'})" if base == "scratch" else base
     if kind == "image.train_gan":
         return f"{p.get('architecture', 'dcgan')} on {p.get('dataset', 'digits')}"
-    return str(p.get("model", ""))
+    param = KINDS[kind].model_param if kind in KINDS else "model"
+    return str(p.get(param, "scratch" if param == "base_model" else ""))
 
 
 def _parse(ts: str | None) -> datetime | None:

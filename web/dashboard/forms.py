@@ -10,43 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.kinds import PARAMS_BY_KIND
+from shared.kinds import KINDS, PARAMS_BY_KIND
 from shared.schemas.api import JobCreate
 
-MAIN_FIELDS = {
-    "text.generate": [
-        "model",
-        "prompts",
-        "dataset_id",
-        "max_new_tokens",
-        "temperature",
-        "top_k",
-        "top_p",
-        "num_return_sequences",
-    ],
-    "text.train": [
-        "dataset_id",
-        "base_model",
-        "size",
-        "max_steps",
-        "epochs",
-        "learning_rate",
-        "batch_size",
-        "block_size",
-        "name",
-    ],
-    "image.train_gan": [
-        "dataset",
-        "architecture",
-        "max_steps",
-        "epochs",
-        "image_size",
-        "channels",
-        "batch_size",
-        "name",
-    ],
-    "image.generate": ["model", "count", "seed", "grid"],
-}
+MAIN_FIELDS = {name: list(k.form_fields) for name, k in KINDS.items()}  # the rest fold into "Advanced"
 LABELS = {
     "top_k": "Top-k",
     "top_p": "Top-p (nucleus)",
@@ -78,6 +45,11 @@ HELP = {
     ("image.train_gan", "max_steps"): "500 when Epochs is empty.",
     ("text.train", "name"): "Registry name of the trained model (optional, unique).",
     ("image.train_gan", "name"): "Registry name of the trained generator (optional, unique).",
+    ("text.train_tagger", "dataset_id"): "CoNLL (token … tag per line) or JSONL {tokens, tags}, uploaded before.",
+    ("text.train_tagger", "max_steps"): "300 when Epochs is empty.",
+    ("text.train_tagger", "name"): "Registry name of the trained tagger (optional, unique).",
+    ("text.tag", "texts"): "One text per line.",
+    ("text.tag", "dataset_id"): "A .txt file uploaded before (one text per line), instead of the texts box.",
 }
 # Which selects list registry models / datasets, and what they offer besides.
 CHOICES = {
@@ -92,6 +64,11 @@ CHOICES = {
         None,
     ),
     ("image.generate", "model"): ("gan_models", [], "— choose a generator —"),
+    ("text.train_tagger", "base_model"): ("tagger_bases", [("scratch", "scratch (a new encoder)")], None),
+    ("text.train_tagger", "dataset_id"): ("tagged_datasets", [], "— choose a tagged dataset —"),
+    ("text.train_tagger", "validation_dataset_id"): ("tagged_datasets", [], "— none: hold out a fraction —"),
+    ("text.tag", "model"): ("taggers", [], "— choose a tagger —"),
+    ("text.tag", "dataset_id"): ("text_datasets", [], "— none: use the texts box —"),
 }
 ENVELOPE = ("priority", "queue", "metadata", "webhook_url")
 

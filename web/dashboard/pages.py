@@ -7,7 +7,7 @@ import logging
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from shared.kinds import PARAMS_BY_KIND
+from shared.kinds import KINDS, PARAMS_BY_KIND
 from shared.models import JobStatus
 from shared.models.jobs import ACTIVE
 from web.dashboard import bp
@@ -93,7 +93,8 @@ def _params_view(params: dict) -> tuple[list[tuple[str, str]], list[str], int]:
 def job(job_id: str):
     data = api_json("api.get", job_id=job_id)
     results, more = [], False
-    if data["kind"] == "text.generate":
+    kind = KINDS.get(data["kind"])
+    if kind is not None and kind.results:
         page = api_json("api.results", {"format": "json", "limit": RESULTS_PAGE + 1}, job_id=job_id)["items"]
         results, more = page[:RESULTS_PAGE], len(page) > RESULTS_PAGE
     artifacts = api_json("api.artifacts", job_id=job_id)["items"]
@@ -102,6 +103,7 @@ def job(job_id: str):
     return render_template(
         "job.html",
         job=data,
+        kind=kind,
         results=results,
         results_more=more,
         results_page=RESULTS_PAGE,

@@ -8,6 +8,7 @@ import os
 from flask import Response, current_app, g, has_request_context, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
+from shared.kinds import presentation
 from web.auth import authenticate_session
 from web.csrf import csrf_token, is_valid, needs_check, request_token
 from web.dashboard import bp
@@ -93,9 +94,17 @@ def asset_url(filename: str) -> str:
     return url_for("static", filename=filename, v=version)
 
 
+KIND_PRESENTATION = presentation()  # labels, charts and model params of the kinds, for common.js / job.js
+
+
 @bp.app_context_processor
 def _template_globals() -> dict:
-    return {"csrf_token": csrf_token, "asset_url": asset_url, "current_user": getattr(g, "user", None)}
+    return {
+        "csrf_token": csrf_token,
+        "asset_url": asset_url,
+        "current_user": getattr(g, "user", None),
+        "kind_presentation": KIND_PRESENTATION,
+    }
 
 
 @bp.errorhandler(ApiError)

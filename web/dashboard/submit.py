@@ -39,6 +39,9 @@ def _choices() -> dict[str, list[tuple[str, str]]]:
         "gan_models": model_opts("gan-generator"),
         "text_datasets": dataset_opts("text"),
         "image_datasets": dataset_opts("images"),
+        "taggers": model_opts("token-classifier"),
+        "tagger_bases": model_opts("encoder") + model_opts("token-classifier"),
+        "tagged_datasets": dataset_opts("tagged"),
     }
 
 

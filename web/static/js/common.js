@@ -8,12 +8,10 @@
   GQ.STATUS_ICONS = {
     queued: "◷", running: "▶", cancelling: "◼", succeeded: "✓", failed: "✕", cancelled: "⊘",
   };
-  GQ.KIND_LABELS = {
-    "text.generate": "Text generation",
-    "text.train": "LM training",
-    "image.train_gan": "GAN training",
-    "image.generate": "Image generation",
-  };
+  /* The job kinds as the registry (shared/kinds.py) presents them: label, charts, model param. */
+  const kindsNode = document.querySelector('meta[name="gq-kinds"]');
+  GQ.KINDS = kindsNode ? JSON.parse(kindsNode.content) : {};
+  GQ.KIND_LABELS = Object.fromEntries(Object.entries(GQ.KINDS).map(([name, k]) => [name, k.label]));
 
   /** createElement with attributes; string children become text nodes. */
   GQ.el = function (tag, attrs, ...children) {
@@ -123,7 +121,8 @@
       return base === "scratch" ? "scratch (" + (p.size || "custom") + ")" : base;
     }
     if (job.kind === "image.train_gan") return (p.architecture || "dcgan") + " on " + (p.dataset || "digits");
-    return String(p.model || "");
+    const param = (GQ.KINDS[job.kind] || {}).model_param || "model";
+    return String(p[param] || (param === "base_model" ? "scratch" : ""));
   };
 
   GQ.statusBadge = function (status) {

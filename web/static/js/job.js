@@ -5,20 +5,7 @@
   const INTERVAL = 1500;
   const EVENTS_PAGE = 1000;
   const LOG_KEEP = 1000;
-  const CHARTS = {
-    "text.train": [
-      { title: "Loss", series: [{ key: "train_loss", label: "train" }, { key: "val_loss", label: "validation" }] },
-      { title: "Validation perplexity", series: [{ key: "perplexity", label: "perplexity" }] },
-      { title: "Learning rate", series: [{ key: "lr", label: "lr" }] },
-      { title: "Throughput (tokens/s)", series: [{ key: "tokens_per_s", label: "tokens/s" }] },
-      { title: "MFU (fraction of the device's peak FLOPS)", series: [{ key: "mfu", label: "MFU" }] },
-    ],
-    "image.train_gan": [
-      { title: "Losses", series: [{ key: "d_loss", label: "discriminator" }, { key: "g_loss", label: "generator" }] },
-      { title: "Discriminator outputs", series: [{ key: "d_real", label: "D(real)" }, { key: "d_fake", label: "D(fake)" }] },
-      { title: "Fréchet distance", series: [{ key: "fd", label: "FD" }] },
-    ],
-  };
+  const CHARTS = Object.fromEntries(Object.entries(GQ.KINDS).map(([name, k]) => [name, k.charts]));
 
   document.addEventListener("DOMContentLoaded", function () {
     const root = document.getElementById("job");
@@ -64,6 +51,7 @@
         a.href = "/models#" + encodeURIComponent(job.model_id);
       }
       renderSummary(job.summary);
+      renderEntityReport(job.summary);
       root.querySelector('[data-action="cancel"]').hidden = !(job.status === "queued" || job.status === "running");
       root.querySelector('[data-action="retry"]').hidden = GQ.isActive(job.status);
       document.title = GQ.kindLabel(kind) + " " + GQ.shortId(job.id) + " (" + job.status + ") · genqueue";
@@ -180,14 +168,49 @@
       }
     }
 
-    /* ---------------- results (text.generate) ---------------- */
+    /* ---------------- results: generations (text.generate), tagged texts (text.tag) ---------------- */
+    const RESULTS = (GQ.KINDS[kind] || {}).results || null;
+
+    /** The text with each entity in a <mark> (text nodes only: the text and labels are untrusted). */
+    function taggedText(text, entities) {
+      const parts = [];
+      let pos = 0;
+      for (const e of [...entities].sort((a, b) => a.start - b.start)) {
+        if (e.start < pos) continue;
+        parts.push(text.slice(pos, e.start));
+        parts.push(GQ.el("mark", { class: "entity", dataset: { label: e.label }, title: e.label + " · " + Number(e.score).toFixed(2) },
+          text.slice(e.start, e.end), GQ.el("span", { class: "entity-label", text: e.label })));
+        pos = e.end;
+      }
+      parts.push(text.slice(pos));
+      return GQ.el("span", { class: "tagged" }, ...parts);
+    }
+
+    function renderTagRows(rows) {
+      $("tagged-texts").replaceChildren(...rows.map((r) => GQ.el("li", { dataset: { index: String(r.index) } },
+        r.id ? GQ.el("span", { class: "muted mono", text: r.id + " " }) : null, taggedText(r.text, r.entities))));
+      $("tagged-texts").setAttribute("start", String(state.resultsOffset));
+    }
+
+    function renderEntityReport(summary) {
+      const body = $("entity-report-body");
+      const report = summary && summary.report;
+      if (!body || !report) return;
+      const cells = (row) => ["precision", "recall", "f1"].map((k) => GQ.el("td", { class: "num", text: GQ.metric(row[k]) }));
+      body.replaceChildren(...Object.keys(report).sort().map((label) => GQ.el("tr", {},
+        GQ.el("th", { scope: "row", text: label }), ...cells(report[label]),
+        GQ.el("td", { class: "num", text: String(report[label].support) }))));
+      $("entity-report-empty").hidden = true;
+    }
+
     async function loadResults() {
-      if (kind !== "text.generate") return;
+      if (!RESULTS) return;
       const url = root.dataset.apiResults + "?format=json&offset=" + state.resultsOffset + "&limit=" + (state.pageSize + 1);
       const data = await GQ.api(url);
       const rows = data.items.slice(0, state.pageSize);
       const more = data.items.length > state.pageSize;
-      $("results-body").replaceChildren(...rows.map((r) => GQ.el("tr", {},
+      if (RESULTS === "tags") renderTagRows(rows);
+      else $("results-body").replaceChildren(...rows.map((r) => GQ.el("tr", {},
         GQ.el("td", { "data-label": "#", class: "num" }, String(r.index) + (r.sequence ? "." + r.sequence : "")),
         GQ.el("td", { "data-label": "Prompt", class: "cell-prompt" }, r.prompt),
         GQ.el("td", { "data-label": "Generated text", class: "cell-text" }, r.text),
@@ -202,7 +225,7 @@
     }
 
     function wireResults() {
-      if (kind !== "text.generate") return;
+      if (!RESULTS) return;
       $("results-prev").addEventListener("click", () => {
         state.resultsOffset = Math.max(0, state.resultsOffset - state.pageSize);
         loadResults().catch(showError);
@@ -211,7 +234,7 @@
         state.resultsOffset += state.pageSize;
         loadResults().catch(showError);
       });
-      state.resultsFull = $("results-body").rows.length === state.pageSize;
+      state.resultsFull = (RESULTS === "tags" ? $("tagged-texts").children : $("results-body").rows).length === state.pageSize;
       state.resultsMore = !$("results-next").disabled;
     }
 
@@ -335,7 +358,7 @@
       const progressed = job.progress.done !== state.lastDone;
       state.lastDone = job.progress.done;
       const active = GQ.isActive(job.status);
-      if (kind === "text.generate" && (progressed || !active) && (!state.resultsFull || !state.resultsMore)) {
+      if (RESULTS && (progressed || !active) && (!state.resultsFull || !state.resultsMore)) {
         await loadResults();
       }
       if ((kind === "image.train_gan" || kind === "image.generate") && (progressed || !active) && state.polls % 2 === 0
