@@ -21,7 +21,7 @@ from shared.textdata import TextDataError, decode
 
 CONLL_EXTENSIONS = (".conll", ".iob", ".bio", ".conllu")
 OUTSIDE = "O"
-_TAG = re.compile(r"^(?:[BIES]-)?[^\s]{1,60}$")
+_TAG = re.compile(r"^(?:[BIES]-)?[A-Za-z0-9_.:$/]{1,60}$")
 
 
 class TagDataError(TextDataError):
@@ -57,13 +57,27 @@ def parse(text: str, fmt: str) -> list[Sentence]:
     return sentences
 
 
-def _check_tag(tag: str, where: str) -> None:
-    if not _TAG.match(tag):
-        raise TagDataError(f"{where}: {tag[:80]!r} is not a tag (BIO like B-PER, I-PER, O; or IO like PER, O)")
+class _Tags:
+    """Checks each tag's shape, and that one file does not mix BIO (``B-PER``) and IO (``PER``) tags."""
+
+    def __init__(self) -> None:
+        self.prefixed: bool | None = None
+
+    def check(self, tag: str, where: str) -> None:
+        if not _TAG.match(tag):
+            raise TagDataError(f"{where}: {tag[:80]!r} is not a tag (BIO like B-PER, I-PER, O; or IO like PER, O)")
+        if tag == OUTSIDE:
+            return
+        prefixed = tag[1:2] == "-" and tag[0] in "BIES"
+        if self.prefixed is None:
+            self.prefixed = prefixed
+        elif prefixed != self.prefixed:
+            raise TagDataError(f"{where}: {tag!r} mixes IO tags (PER) with BIO tags (B-PER, I-PER) in one file")
 
 
 def _conll(text: str) -> list[Sentence]:
     sentences: list[Sentence] = []
+    checker = _Tags()
     tokens: list[str] = []
     tags: list[str] = []
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -78,7 +92,7 @@ def _conll(text: str) -> list[Sentence]:
             continue
         if len(cols) < 2:
             raise TagDataError(f"line {n}: expected a token and a tag separated by whitespace, got {line[:80]!r}")
-        _check_tag(cols[-1], f"line {n}")
+        checker.check(cols[-1], f"line {n}")
         tokens.append(cols[0])
         tags.append(cols[-1])
     if tokens:
@@ -88,6 +102,7 @@ def _conll(text: str) -> list[Sentence]:
 
 def _jsonl(text: str) -> list[Sentence]:
     sentences = []
+    checker = _Tags()
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -105,7 +120,7 @@ def _jsonl(text: str) -> list[Sentence]:
         if any(not t.strip() or any(c.isspace() for c in t) for t in tokens):
             raise TagDataError(f"line {n}: a token is empty or contains whitespace")
         for tag in tags:
-            _check_tag(tag, f"line {n}")
+            checker.check(tag, f"line {n}")
         sentences.append(Sentence(tokens, tags))
     return sentences
 

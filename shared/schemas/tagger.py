@@ -26,7 +26,9 @@ class TextTrainTaggerParams(TrainingParams):
     )
     dataset_id: str = Field(min_length=1, description="A tagged dataset (CoNLL or JSONL tokens/tags).")
     validation_dataset_id: str | None = None
-    validation_fraction: float = Field(TAGGER_TRAIN.validation_fraction, gt=0.0, lt=0.5)
+    validation_fraction: float = Field(
+        TAGGER_TRAIN.validation_fraction, gt=0.0, lt=0.5, description="Held out when no validation_dataset_id."
+    )
     batch_size: int = Field(TAGGER_TRAIN.batch_size, ge=1, le=1024)
     learning_rate: float | None = Field(
         None,
@@ -42,12 +44,6 @@ class TextTrainTaggerParams(TrainingParams):
     checkpoint_every: int = Field(TAGGER_TRAIN.checkpoint_every, ge=1)
     seed: int = Field(TAGGER_TRAIN.seed, ge=0, le=2**31 - 1)
     name: Name | None = None
-
-    @model_validator(mode="after")
-    def _validation_source(self) -> TextTrainTaggerParams:
-        if self.validation_dataset_id is not None and "validation_fraction" in self.model_fields_set:
-            raise ValueError("give `validation_dataset_id` or `validation_fraction`, not both")
-        return self
 
 
 class TagText(BaseModel):

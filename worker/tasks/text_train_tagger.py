@@ -68,7 +68,7 @@ def handle(ctx: JobContext) -> dict:
         dataset_id=p.dataset_id,
         base=base_name,
         metrics=result.metrics,
-        config={"labels": result.labels, "context_length": p.max_length, "n_params": result.n_params},
+        config={"labels": result.labels, "context_length": result.context_length, "n_params": result.n_params},
     )
     ctx.log(f"registered tagger {name} ({model_id}) with labels {', '.join(result.labels)}")
     return {

@@ -73,6 +73,7 @@ class TaggerResult:
     report: dict[str, dict]
     resumed_from_step: int | None
     n_params: int
+    context_length: int  # the encoder's positions
 
 
 Sentences = Sequence[tuple[Sequence[str], Sequence[str]]]
@@ -253,7 +254,8 @@ def train_tagger(
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     metrics = {k: v for k, v in scores.items() if k != "report"}
-    return TaggerResult(model_dir, loop.total, labels, metrics, scores["report"], resumed, n_params(model))
+    positions = int(model.config.max_position_embeddings)
+    return TaggerResult(model_dir, loop.total, labels, metrics, scores["report"], resumed, n_params(model), positions)
 
 
 @dataclass
