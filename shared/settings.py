@@ -72,10 +72,13 @@ class Settings(BaseSettings):
         10.0, gt=0, le=60, description="connect and read timeout of one webhook attempt"
     )
     storage_url: str | None = Field(
-        None, description="`file:///dir` or `s3://bucket/prefix` (S3 settings: the standard `AWS_*` variables); "
-        "unset: `file://` under the data dir"
+        None,
+        description="`file:///dir` or `s3://bucket/prefix` (S3 settings: the standard `AWS_*` variables); "
+        "unset: `file://` under the data dir",
     )
-    cache_dir: Path | None = Field(None, description="a worker's local cache of stored objects; unset: `<data dir>/cache`")
+    cache_dir: Path | None = Field(
+        None, description="a worker's local cache of stored objects; unset: `<data dir>/cache`"
+    )
     cache_max_bytes: int = Field(
         20 * 1024 * MiB, ge=0, description="the cache's size cap; least recently used entries go first"
     )

@@ -105,7 +105,7 @@ class Storage:
 
     # -- the primitives each backend implements ---------------------------------------------------------------
     def put_file(self, key: str, path: Path) -> tuple[int, str]:
-        """Upload the local file ``path`` as ``key`` (atomically: readers see the old object or the new); (size, sha256)."""
+        """Upload the local file ``path`` as ``key``, atomically (readers see old or new object); (size, sha256)."""
         raise NotImplementedError
 
     def open(self, key: str) -> BinaryIO:
@@ -161,11 +161,11 @@ class Storage:
             while chunk := f.read(CHUNK):
                 yield chunk
 
-    def put_dir(self, prefix: str, root: Path) -> dict:
-        """Upload every file under ``root`` to ``prefix/…``, then its manifest (written last: a directory whose
-        manifest exists is complete). Returns the manifest ``{"files": {rel: {"size", "sha256"}}}``."""
+    def put_dir(self, prefix: str, root: Path, only: list[Path] | None = None) -> dict:
+        """Upload every file under ``root`` (or the files ``only``) to ``prefix/…``, then its manifest (written last:
+        a directory whose manifest exists is complete). Returns the manifest ``{"files": {rel: {size, sha256}}}``."""
         files = {}
-        for p in dir_files(root):
+        for p in dir_files(root) if only is None else only:
             rel = p.relative_to(root).as_posix()
             size, sha = self.put_file(f"{prefix}/{rel}", p)
             files[rel] = {"size": size, "sha256": sha}

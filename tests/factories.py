@@ -6,9 +6,9 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+from shared.artifacts import ArtifactStore
 from sqlalchemy import text
 
-from shared.artifacts import ArtifactStore
 from shared.db import get_engine, session_scope
 from shared.ids import new_id
 from shared.models import Artifact, GenerationResult, Job, JobEvent, Model, ModelKind, ModelSource

@@ -7,8 +7,8 @@ import time
 from datetime import timedelta
 
 import requests
-
 from shared.artifacts import ArtifactStore
+
 from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import Artifact, Job, JobEvent, Model

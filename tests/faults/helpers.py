@@ -185,6 +185,7 @@ def train_params(dataset_id: str, steps: int, checkpoint_every: int, **extra) ->
 def checkpoint_steps(stack, job_id: str) -> list[int]:
     """Steps of the complete checkpoints in the job's work dir (``step-*``; temp dirs are not checkpoints)."""
     from shared.artifacts import ArtifactStore
+
     from worker.ml.checkpoints import list_checkpoints
 
     root = ArtifactStore().job_dir(job_id) / "lm" / "checkpoints"

@@ -7,9 +7,9 @@ import io
 from pathlib import Path
 
 import pytest
+from shared.artifacts import ArtifactStore
 from sqlalchemy import func, select
 
-from shared.artifacts import ArtifactStore
 from shared.cleanup import prune_expired
 from shared.db import session_scope
 from shared.models import Artifact, GenerationResult, Job, JobEvent, Model
