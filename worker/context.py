@@ -63,7 +63,7 @@ class JobContext:
     _last_flush: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _progress: tuple[int, int] | None = None
-    # Called after each flush (at most every 0.5 s) from the ML loop's thread: checkpoint uploads hook in here.
+    # Called before each report's flush (at most every 0.5 s), on the ML loop's thread: checkpoint uploads.
     on_flush: list = field(default_factory=list)
 
     @property
@@ -89,9 +89,9 @@ class JobContext:
                 data = {k: float(v) for k, v in metrics.items() if v is not None}
                 self._pending.append({"type": "metric", "step": step, "data": data, "at": utcnow()})
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
-            for hook in self.on_flush:
+            for hook in self.on_flush:  # first: progress the flush makes visible implies the hooks saw that far
                 hook()
+            self.flush()
         self.check_stop()
 
     def log(self, message: str) -> None:
