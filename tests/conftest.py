@@ -49,8 +49,11 @@ def stack():
 
 
 @pytest.fixture(scope="session")
-def s3_server(stack) -> S3Server:
-    return _s3_server()
+def s3_server():
+    """The S3 API server (moto's) for tests that use S3 explicitly; stopped at the end of the session."""
+    srv = _s3_server()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ class Web:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True)
         log = open(data_dir.parent / "web.log", "ab")
         env = stack.env(GENQUEUE_DATA_DIR=str(data_dir), **env)
         self.proc = subprocess.Popen(
