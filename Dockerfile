@@ -9,7 +9,7 @@ COPY web ./web
 COPY worker ./worker
 COPY migrations ./migrations
 RUN pip install .
-RUN useradd --create-home genqueue && mkdir -p /data && chown genqueue /data
+RUN useradd --create-home genqueue && mkdir -p /data /hf-cache && chown genqueue /data /hf-cache
 USER genqueue
 EXPOSE 5000
 CMD ["genqueue", "web", "--host", "0.0.0.0"]

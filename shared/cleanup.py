@@ -1,15 +1,14 @@
 """Deleting finished jobs and unused datasets: rows and stored files, one code path for the API and retention.
 
-A job's row goes with its events, results and artifact rows (``ON DELETE CASCADE``); its files (artifacts,
-checkpoints, the working directory ``jobs/<id>/``) go from the artifact store once the transaction has committed, so
-a failed delete never leaves rows pointing at missing files. A registry model the job trained lives in that working
-directory: it is kept (moved to ``models/<id>/``) unless the caller asks for it to go too.
+A job's row goes with its events, results and artifact rows (``ON DELETE CASCADE``); its stored objects (artifacts,
+checkpoints: everything under ``jobs/<id>/``) go from the object store once the transaction has committed, so a
+failed delete never leaves rows pointing at missing objects. A registry model the job trained lives apart, under
+``models/<id>/``: it is kept unless the caller asks for it to go too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,11 +16,11 @@ from pathlib import Path
 from sqlalchemy import func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
-from shared.artifacts import ArtifactStore
 from shared.db import session_scope
 from shared.models import Artifact, Dataset, Job, Model, ModelSource
 from shared.models.jobs import ACTIVE, TERMINAL
 from shared.settings import get_settings
+from shared.storage import get_storage
 
 logger = logging.getLogger(__name__)
 
@@ -44,52 +43,32 @@ def jobs_using(s: Session, *refs: str) -> list[str]:
     return list(s.scalars(stmt.limit(20)))
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return root == path or root in path.parents
-
-
-def _keep_model(store: ArtifactStore, model: Model, job_dir: Path) -> tuple[Path, Path] | None:
-    """Move a trained model out of the job's directory (to ``models/<id>``); returns (from, to) to undo."""
-    if not model.path or not _inside(Path(model.path).resolve(), job_dir):
-        return None
-    src, dst = Path(model.path).resolve(), store.path(f"models/{model.id}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(src, dst)  # same file system: atomic, and a loader holding open files keeps reading them
-    model.path = str(dst)
-    return src, dst
-
-
 def purge_job(s: Session, job: Job, *, with_model: bool = False) -> dict:
     """Delete a finished ``job`` (the caller checked it is finished and locked its row) and commit.
 
-    Returns what went: ``{"job_id", "artifacts", "model_id" (kept or deleted), "model_deleted"}``.
+    Returns what went: ``{"job_id", "artifacts", "model_ids", "models_deleted"}``.
     """
-    store = ArtifactStore()
-    job_dir = store.path(f"jobs/{job.id}")
-    paths = [f"jobs/{job.id}", *s.scalars(select(Artifact.path).where(Artifact.job_id == job.id))]
+    artifacts = list(s.scalars(select(Artifact.path).where(Artifact.job_id == job.id)))
+    keys = [f"jobs/{job.id}", *artifacts]
     models = s.scalars(select(Model).where(Model.job_id == job.id, Model.source == ModelSource.TRAINED)).all()
-    moved: list[tuple[Path, Path]] = []
     try:
         for model in models:
             if with_model:
-                if model.path and _inside(Path(model.path).resolve(), store.root):
-                    paths.append(str(Path(model.path).resolve().relative_to(store.root)))
+                if model.object_key:
+                    keys.append(model.object_key)
                 s.delete(model)
-            elif (undo := _keep_model(store, model, job_dir)) is not None:
-                moved.append(undo)
         s.delete(job)
         s.commit()
     except BaseException:
         s.rollback()
-        for src, dst in moved:
-            os.replace(dst, src)
         raise
-    for rel in dict.fromkeys(paths):
-        store.delete(rel)
-    logger.info("deleted job %s (%d stored paths)", job.id, len(paths))
+    store = get_storage()
+    for key in dict.fromkeys(keys):
+        store.delete(key)
+    logger.info("deleted job %s (%d stored keys)", job.id, len(keys))
     return {
         "job_id": job.id,
-        "artifacts": len(paths) - 1,
+        "artifacts": len(artifacts),
         "model_ids": [m.id for m in models],
         "models_deleted": with_model and bool(models),
     }
@@ -100,7 +79,7 @@ def purge_dataset(s: Session, ds: Dataset) -> None:
     rel = str(Path(ds.path).parent) if Path(ds.path).parent.name == ds.id else ds.path
     s.delete(ds)
     s.commit()
-    ArtifactStore().delete(rel)
+    get_storage().delete(rel)
 
 
 def prune_expired(days: int | None = None) -> int:

@@ -6,10 +6,14 @@ their job succeeds, local directories when an operator registers them (``genqueu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from shared.models import Model, User
+from shared.objcache import get_cache
+from shared.storage import get_storage
 
 
 def visible(user: User):
@@ -26,5 +30,18 @@ def find_model(session: Session, ref: str, user: User) -> Model | None:
 
 
 def model_source(model: Model) -> str:
-    """Where the weights are: a local directory, or the hub id (loaded online or from the local HF cache)."""
+    """Where the weights are: a local directory, or the hub id (loaded online or from the local HF cache).
+
+    A model kept in the object store (``object_key``) is fetched into this host's cache first.
+    """
+    if model.object_key:
+        return str(get_cache().tree(model.object_key))
     return model.path or model.hub_id or model.name
+
+
+def stored_file(model: Model, name: str) -> Path | None:
+    """A local copy of one file of ``model`` (a stored model's through the cache, not the whole directory)."""
+    if model.object_key:
+        meta = get_storage().manifest(model.object_key)[0]["files"].get(name)
+        return get_cache().file(f"{model.object_key}/{name}", meta["sha256"]) if meta else None
+    return Path(model.path, name) if model.path else None

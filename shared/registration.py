@@ -79,6 +79,8 @@ def register_local_model(name: str, path: str | None, hub_id: str | None = None,
 def register_trained(
     s: Session,
     *,
+    model_id: str,
+    object_key: str,
     name: str,
     kind: str,
     path: Path,
@@ -89,14 +91,15 @@ def register_trained(
     metrics: dict,
     config: dict,
 ) -> Model:
-    """Record a model a job produced (inside the job's fenced finishing transaction)."""
+    """Record a model a job produced, stored under ``object_key`` (inside the job's fenced transaction); ``path`` is
+    the local directory it was uploaded from (for its size)."""
     model = Model(
-        id=new_id("mdl"),
+        id=model_id,
         name=name,
         kind=kind,
         source=ModelSource.TRAINED,
         owner_id=owner_id,
-        path=str(path),
+        object_key=object_key,
         base=base,
         job_id=job_id,
         dataset_id=dataset_id,

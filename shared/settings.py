@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         10.0, gt=0, le=60, description="connect and read timeout of one webhook attempt"
     )
+    storage_url: str | None = Field(
+        None,
+        description="`file:///dir` or `s3://bucket/prefix` (S3 settings: the standard `AWS_*` variables); "
+        "unset: `file://` under the data dir",
+    )
+    cache_dir: Path | None = Field(
+        None, description="a worker's local cache of stored objects; unset: `<data dir>/cache`"
+    )
+    cache_max_bytes: int = Field(
+        20 * 1024 * MiB, ge=0, description="the cache's size cap; least recently used entries go first"
+    )
     retention_days: int = Field(0, ge=0, description="> 0: finished jobs older than this are deleted (0: kept)")
 
     @field_validator("worker_queues", "webhook_allow_nets", mode="before")
@@ -81,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def local_cache_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
 
     @property
     def embedded(self) -> bool:

@@ -5,6 +5,7 @@ Unit tests use none of these; integration tests ask for ``client``/``worker`` an
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -12,20 +13,47 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, WorkerProcess, use_isolated_settings
+from tests.stack import S3Server, Stack, WorkerProcess, use_isolated_settings, use_storage_env
 
 # One data dir for the whole session, set before anything reads the settings.
 _ROOT = Path(tempfile.mkdtemp(prefix="genqueue-test-"))
 use_isolated_settings(_ROOT)
 
 
+_s3: list[S3Server] = []
+
+
+def _s3_server() -> S3Server:
+    """The session's S3 API server (moto's, a child process), started on first use, stopped at the end."""
+    if not _s3:
+        _s3.append(S3Server(_ROOT / "s3").start())
+    return _s3[0]
+
+
 @pytest.fixture(scope="session")
 def stack():
-    """Embedded PostgreSQL + Redis for the session, migrated, with DATABASE_URL/REDIS_URL exported."""
-    s = Stack(_ROOT).start()
-    yield s
-    s.stop()
-    shutil.rmtree(_ROOT, ignore_errors=True)
+    """Embedded PostgreSQL + Redis for the session, migrated, with DATABASE_URL/REDIS_URL exported.
+
+    ``GENQUEUE_TEST_STORAGE=s3`` runs the whole session with its store on the S3 server (default: ``file://``).
+    """
+    try:
+        if os.environ.get("GENQUEUE_TEST_STORAGE") == "s3":
+            use_storage_env(_s3_server().env("suite"))
+        s = Stack(_ROOT).start()
+        yield s
+        s.stop()
+    finally:
+        for srv in _s3:
+            srv.stop()
+        shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The S3 API server (moto's) for tests that use S3 explicitly; stopped at the end of the session."""
+    srv = _s3_server()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

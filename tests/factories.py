@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import text
 
-from shared.artifacts import ArtifactStore
 from shared.db import get_engine, session_scope
 from shared.ids import new_id
 from shared.models import Artifact, GenerationResult, Job, JobEvent, Model, ModelKind, ModelSource
+from shared.storage import get_storage
 from shared.timeutil import utcnow
 
 
@@ -27,7 +26,7 @@ def finished_job(
     params = params if params is not None else {"dataset_id": "ds_none", "max_steps": 100, "learning_rate": 0.001}
     finished = utcnow() - timedelta(days=finished_days_ago)
     rel = f"jobs/{job_id}/artifacts/{new_id('art')}-out.txt"
-    size, sha = ArtifactStore().put_bytes(rel, b"an artifact")
+    size, sha = get_storage().put_bytes(rel, b"an artifact")
     with session_scope() as s:
         s.add(
             Job(
@@ -74,16 +73,16 @@ def finished_job(
 
 
 def trained_model(owner_id: str, job_id: str, source_dir: Path, kind: str = ModelKind.CAUSAL_LM) -> Model:
-    """A registry model the job trained, its files copied into the job's working directory (as a worker does)."""
-    target = ArtifactStore().job_dir(job_id) / "lm" / "model"
-    shutil.copytree(source_dir, target)
+    """A registry model the job trained, its files uploaded to ``models/<id>/`` in the store (as a worker does)."""
+    model_id = new_id("mdl")
+    get_storage().put_dir(f"models/{model_id}", source_dir)
     model = Model(
-        id=new_id("mdl"),
+        id=model_id,
         name=f"trained-{job_id[-10:]}",
         kind=kind,
         source=ModelSource.TRAINED,
         owner_id=owner_id,
-        path=str(target),
+        object_key=f"models/{model_id}",
         job_id=job_id,
         config={"context_length": 64},
         metrics={},

@@ -1,4 +1,4 @@
-"""The real services under test: embedded PostgreSQL and Redis, and Celery worker processes."""
+"""The real services under test: embedded PostgreSQL and Redis, an S3 API server (moto's), Celery worker processes."""
 
 from __future__ import annotations
 
@@ -28,6 +28,94 @@ def use_isolated_settings(root: Path) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("REDIS_URL", None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class S3Server:
+    """moto's standalone S3 API server as a child process on a free port: an emulator speaking the S3 protocol over
+    HTTP, so boto3 in every process (web, workers) talks to it as it would to AWS S3, MinIO or Ceph RGW."""
+
+    ACCESS = {"AWS_ACCESS_KEY_ID": "genqueue-test", "AWS_SECRET_ACCESS_KEY": "genqueue-test-secret"}
+
+    def __init__(self, root: Path, bucket: str = "genqueue-test"):
+        self.root, self.bucket = root, bucket
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, prefix: str = "store") -> dict[str, str]:
+        """What a process needs to use this server: the standard AWS variables and the storage URL."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+            **self.ACCESS,
+            "GENQUEUE_STORAGE_URL": f"s3://{self.bucket}/{prefix}",
+        }
+
+    def start(self, timeout: float = 60) -> S3Server:
+        import sys
+
+        import requests
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = open(self.root / "moto.log", "ab")
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited: {(self.root / 'moto.log').read_text()[-2000:]}")
+            try:
+                requests.get(f"{self.endpoint}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"moto server not up in {timeout}s") from None
+                time.sleep(0.2)
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.ACCESS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.ACCESS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def use_storage_env(env: dict[str, str]) -> None:
+    """Point this process at another store (its settings, store and cache are read again)."""
+    from shared import objcache
+    from shared.settings import get_settings
+    from shared.storage import get_storage
+
+    os.environ.update(env)
+    get_settings.cache_clear()
+    get_storage.cache_clear()
+    objcache._caches.clear()
 
 
 @dataclass

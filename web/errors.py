@@ -9,6 +9,8 @@ from flask import Flask, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from shared.storage import ObjectMissing, StorageError
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,6 +86,13 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             message = f"request body over the limit of {request.max_content_length} bytes"
         return error_response(exc.code or 400, code, message)
+
+    @app.errorhandler(StorageError)
+    def _object_gone(exc: StorageError):
+        # The row that names the object exists, its bytes do not (or cannot be read): gone, not a server error.
+        logger.warning("stored object %s: %s", exc.key, exc)
+        code = "object_missing" if isinstance(exc, ObjectMissing) else "object_unreadable"
+        return error_response(410, code, f"{exc} (removed from the store, or never written to it)")
 
     @app.errorhandler(OperationalError)
     def _db_down(exc: OperationalError):

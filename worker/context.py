@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -15,11 +16,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared.artifacts import ArtifactStore
 from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import Artifact, GenerationResult, JobEvent
 from shared.settings import get_settings
+from shared.storage import Storage, get_storage
 from shared.timeutil import utcnow
 from worker.fencing import Fenced, guard, ride_out
 from worker.ml.common import Stopped
@@ -54,7 +55,7 @@ class JobContext:
     params: dict[str, Any]
     started_at: datetime  # when the job first started: ``timeout_seconds`` counts from here, across attempts
     timeout_seconds: int | None
-    store: ArtifactStore = field(default_factory=ArtifactStore)
+    store: Storage = field(default_factory=get_storage)
     # Why the handler must stop at its next report: "cancelled" / "timeout" / "fenced" (noticed by the heartbeat or a
     # flush) or "shutdown" (the worker got SIGTERM and hands the job back).
     stop_reason: str | None = None
@@ -62,10 +63,22 @@ class JobContext:
     _last_flush: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _progress: tuple[int, int] | None = None
+    # Called before each report's flush (at most every 0.5 s), on the ML loop's thread: checkpoint uploads.
+    on_flush: list = field(default_factory=list)
 
     @property
     def work_dir(self) -> Path:
-        return self.store.job_dir(self.job_id)
+        """This attempt's local working directory (checkpoints, the model being trained): on this host only.
+
+        What must outlive the attempt goes to the object store: checkpoints (``worker/checkpoint_sync.py``), the
+        trained model (``register_model``), artifacts.
+        """
+        d = get_settings().local_cache_dir / "work" / f"{self.job_id}-a{self.attempt}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def drop_work_dir(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # -- reporting -------------------------------------------------------------------------------------------
     def report(self, step: int, total: int, **metrics: float) -> None:
@@ -76,6 +89,8 @@ class JobContext:
                 data = {k: float(v) for k, v in metrics.items() if v is not None}
                 self._pending.append({"type": "metric", "step": step, "data": data, "at": utcnow()})
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            for hook in self.on_flush:  # first: progress the flush makes visible implies the hooks saw that far
+                hook()
             self.flush()
         self.check_stop()
 

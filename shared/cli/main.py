@@ -15,7 +15,7 @@ from shared.settings import get_settings
 def cmd_up(args) -> int:
     from shared.cli.up import up
 
-    return up()
+    return up(no_worker=args.no_worker)
 
 
 def cmd_web(args) -> int:
@@ -126,11 +126,13 @@ def _cmd(sub, name: str, fn, help: str, *positional: str, json_out: bool = True)
 
 
 def _operator_commands(sub) -> None:
-    _cmd(sub, "up", cmd_up, "embedded services + migrations + worker + web (Ctrl-C stops all)", json_out=False)
+    u = _cmd(sub, "up", cmd_up, "embedded services + migrations + worker + web (Ctrl-C stops all)", json_out=False)
+    u.add_argument("--no-worker", action="store_true", help="services, migrations and the web only (workers elsewhere)")
     w = _cmd(sub, "web", cmd_web, "the web server (gunicorn)", json_out=False)
     w.add_argument("--host"), w.add_argument("--port", type=int), w.add_argument("--workers", type=int, default=2)
     wk = _cmd(sub, "worker", cmd_worker, "a Celery worker", json_out=False)
-    wk.add_argument("--name", default="worker1"), wk.add_argument("--concurrency", type=int)
+    wk.add_argument("--name", help="the worker's name (`NAME@host`); default: unique per process, worker-<random>")
+    wk.add_argument("--concurrency", type=int)
     wk.add_argument("--queues", help="comma-separated (default gpu,cpu)")
     _cmd(sub, "migrate", cmd_migrate, "apply database migrations", json_out=False)
     us = sub.add_parser("users", help="users and API tokens (on the database)").add_subparsers(

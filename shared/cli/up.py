@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from shared.cli.lifeline import Lifeline
@@ -19,8 +20,14 @@ from shared.settings import get_settings
 logger = logging.getLogger(__name__)
 
 
-def worker_command(name: str = "worker1", concurrency: int | None = None, queues: str | None = None) -> list[str]:
+def worker_name() -> str:
+    """A default worker name unique per process (two workers on one host never share ``worker1@host``)."""
+    return f"worker-{uuid.uuid4().hex[:8]}"
+
+
+def worker_command(name: str | None = None, concurrency: int | None = None, queues: str | None = None) -> list[str]:
     settings = get_settings()
+    name = name or worker_name()
     return [
         sys.executable,
         "-m",
@@ -227,7 +234,8 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def up() -> int:
+def up(no_worker: bool = False) -> int:
+    """Services (embedded unless their URLs are set), migrations, the web and, unless ``no_worker``, a worker."""
     settings = get_settings()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -243,12 +251,12 @@ def up() -> int:
                 file=sys.stderr,
             )
             return 1
-        return _run(settings, data_dir, Lifeline(keep_fds=(lock.fileno(),)))
+        return _run(settings, data_dir, Lifeline(keep_fds=(lock.fileno(),)), no_worker)
     finally:
         lock.close()
 
 
-def _run(settings, data_dir: Path, lifeline: Lifeline) -> int:
+def _run(settings, data_dir: Path, lifeline: Lifeline, no_worker: bool = False) -> int:
     db_url, redis_url, stoppers = start_services(data_dir, lifeline)  # if this fails, the lifeline cleans up
     from shared.embedded import remove_services, write_services
 
@@ -264,9 +272,10 @@ def _run(settings, data_dir: Path, lifeline: Lifeline) -> int:
 
         upgrade(db_url)
         token = ensure_admin(data_dir)
-        sup.start("worker", worker_command())
+        if not no_worker:
+            sup.start("worker", worker_command())
         sup.start("web", web_command(settings.host, settings.port))
-        _banner(settings, token)
+        _banner(settings, token, no_worker)
         while not stop_requested:
             time.sleep(0.5)
             sup.watch_once()
@@ -283,9 +292,13 @@ def _run(settings, data_dir: Path, lifeline: Lifeline) -> int:
     return 0
 
 
-def _banner(settings, token: str | None) -> None:
+def _banner(settings, token: str | None, no_worker: bool = False) -> None:
     url = f"http://{settings.host}:{settings.port}/"
     lines = ["", f"genqueue is up: {url}", f"  API:   {url}api/v1/health"]
+    if no_worker:
+        lines.append(
+            "  no worker here (--no-worker): start `genqueue worker` on the worker hosts (README: Scaling out)"
+        )
     if token:
         lines.append(f"  admin token: {token}   (also in {settings.data_dir / 'admin_token'})")
     lines += ["  Try:   genqueue demo      (in another terminal)", "  Stop:  Ctrl-C", ""]

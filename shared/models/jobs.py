@@ -68,6 +68,8 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None]
     not_before: Mapped[datetime | None]  # retry backoff: not claimed before this time
     model_id: Mapped[str | None] = mapped_column(String(40))
+    # The stored checkpoint a retry resumes from; moved only by a fenced write of the attempt that wrote it.
+    checkpoint_key: Mapped[str | None] = mapped_column(String(500))
     dataset_id: Mapped[str | None] = mapped_column(String(40))
     retry_of: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))

@@ -34,7 +34,8 @@ class Model(Base):
     kind: Mapped[str] = mapped_column(String(40))
     source: Mapped[str] = mapped_column(String(20))
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)  # None: visible to everyone
-    path: Mapped[str | None] = mapped_column(String(1000))  # local directory (trained, registered)
+    path: Mapped[str | None] = mapped_column(String(1000))  # a local directory (registered by an operator)
+    object_key: Mapped[str | None] = mapped_column(String(500))  # trained: its directory in the object store
     hub_id: Mapped[str | None] = mapped_column(String(200))
     base: Mapped[str | None] = mapped_column(String(200))
     job_id: Mapped[str | None] = mapped_column(String(40))

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import requests
 
-from shared.artifacts import ArtifactStore
 from shared.db import session_scope
 from shared.ids import new_id
 from shared.models import Artifact, Job, JobEvent, Model
+from shared.storage import get_storage
 from shared.timeutil import utcnow
 
 
@@ -137,7 +137,7 @@ def png(seed: int, size: int = 64) -> bytes:
 def add_artifact(job_id: str, owner_id: str, name: str, role: str, data: bytes, step: int | None = None) -> str:
     art_id = new_id("art")
     rel = f"jobs/{job_id}/{art_id}-{name}"
-    size, sha = ArtifactStore().put_bytes(rel, data)
+    size, sha = get_storage().put_bytes(rel, data)
     with session_scope() as s:
         s.add(
             Artifact(

@@ -183,12 +183,15 @@ def train_params(dataset_id: str, steps: int, checkpoint_every: int, **extra) ->
 
 
 def checkpoint_steps(stack, job_id: str) -> list[int]:
-    """Steps of the complete checkpoints in the job's work dir (``step-*``; temp dirs are not checkpoints)."""
-    from shared.artifacts import ArtifactStore
-    from worker.ml.checkpoints import list_checkpoints
+    """The step of the job's stored checkpoint (its fenced pointer, what a retry resumes from); [] if none yet."""
+    from sqlalchemy import select
 
-    root = ArtifactStore().job_dir(job_id) / "lm" / "checkpoints"
-    return [int(p.name.split("-")[-1]) for p in list_checkpoints(root)] if root.exists() else []
+    from shared.db import session_scope
+    from shared.models import Job
+
+    with session_scope() as s:
+        key = s.scalar(select(Job.checkpoint_key).where(Job.id == job_id))
+    return [int(key.rsplit("step-", 1)[1])] if key else []
 
 
 def metric_steps(stack, job_id: str) -> dict[int, list[int]]:

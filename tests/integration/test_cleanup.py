@@ -4,15 +4,15 @@ and retention pruning (GENQUEUE_RETENTION_DAYS) by the maintenance code."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from shared.artifacts import ArtifactStore
 from shared.cleanup import prune_expired
 from shared.db import session_scope
+from shared.model_refs import model_source
 from shared.models import Artifact, GenerationResult, Job, JobEvent, Model
+from shared.storage import get_storage
 from tests.factories import finished_job, trained_model
 from tests.security.conftest import held_job
 
@@ -29,13 +29,12 @@ def rows(job_id: str) -> dict[str, int]:
 
 def test_delete_a_finished_job_removes_rows_and_files(client, user):
     job_id = finished_job(user.id)
-    job_dir = ArtifactStore().path(f"jobs/{job_id}")
-    assert job_dir.is_dir() and all(rows(job_id).values())
+    assert get_storage().list(f"jobs/{job_id}") and all(rows(job_id).values())
     resp = client.delete(f"/api/v1/jobs/{job_id}")
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json() == {"id": job_id, "deleted": True, "artifacts": 1, "model_ids": [], "models_deleted": False}
     assert rows(job_id) == {"JobEvent": 0, "GenerationResult": 0, "Artifact": 0, "Job": 0}
-    assert not job_dir.exists()
+    assert get_storage().list(f"jobs/{job_id}") == []
     assert client.get(f"/api/v1/jobs/{job_id}").status_code == 404
     assert client.delete(f"/api/v1/jobs/{job_id}").status_code == 404
 
@@ -45,7 +44,7 @@ def test_an_active_job_is_409(client, user, status):
     job_id = finished_job(user.id, status=status)
     resp = client.delete(f"/api/v1/jobs/{job_id}")
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "job_active"
-    assert rows(job_id)["Job"] == 1 and ArtifactStore().path(f"jobs/{job_id}").is_dir()
+    assert rows(job_id)["Job"] == 1 and get_storage().list(f"jobs/{job_id}")
 
 
 def test_the_trained_model_is_kept_and_still_loads(client, user, tiny_model_dir):
@@ -58,9 +57,9 @@ def test_the_trained_model_is_kept_and_still_loads(client, user, tiny_model_dir)
     assert not resp.get_json()["models_deleted"]
     with session_scope() as s:
         kept = s.get(Model, model.id)
-    assert kept is not None and Path(kept.path) == ArtifactStore().path(f"models/{model.id}")
-    assert not ArtifactStore().path(f"jobs/{job_id}").exists()
-    AutoModelForCausalLM.from_pretrained(kept.path)  # the moved directory is complete
+    assert kept is not None and kept.object_key == f"models/{model.id}"
+    assert get_storage().list(f"jobs/{job_id}") == []
+    AutoModelForCausalLM.from_pretrained(model_source(kept))  # the stored directory is complete
     assert client.get(f"/api/v1/models/{model.id}").status_code == 200
 
 
@@ -71,7 +70,7 @@ def test_with_model_deletes_the_model_too(client, user, tiny_model_dir):
     assert resp.status_code == 200 and resp.get_json()["models_deleted"] is True
     with session_scope() as s:
         assert s.get(Model, model.id) is None
-    assert not Path(model.path).exists()
+    assert get_storage().list(f"models/{model.id}") == []
     assert client.get(f"/api/v1/models/{model.id}").status_code == 404
 
 
@@ -82,7 +81,7 @@ def test_with_model_refused_while_a_queued_job_uses_the_model(client, user, tiny
     resp = client.delete(f"/api/v1/jobs/{job_id}?with_model=true")
     assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "model_in_use"
     assert user_job in resp.get_json()["error"]["message"]
-    assert rows(job_id)["Job"] == 1 and Path(model.path).is_dir()
+    assert rows(job_id)["Job"] == 1 and get_storage().list(f"models/{model.id}")
 
 
 def test_bad_with_model_is_422(client, user):
@@ -115,11 +114,11 @@ def test_delete_an_unused_dataset(client):
     with session_scope() as s:
         from shared.models import Dataset
 
-        path = ArtifactStore().path(s.get(Dataset, ds["id"]).path)
-    assert path.exists()
+        key = s.get(Dataset, ds["id"]).path
+    assert get_storage().exists(key)
     resp = client.delete(f"/api/v1/datasets/{ds['id']}")
     assert resp.status_code == 200 and resp.get_json() == {"id": ds["id"], "deleted": True}
-    assert not path.exists() and not path.parent.exists()
+    assert not get_storage().exists(key) and get_storage().list(f"datasets/{ds['id']}") == []
     assert client.get(f"/api/v1/datasets/{ds['id']}").status_code == 404
 
 

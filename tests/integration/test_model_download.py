@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -31,11 +32,12 @@ def extract(resp, into: Path) -> Path:
 def test_a_language_model_downloads_and_loads_with_from_pretrained(client, user, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    src = shutil.copytree(tiny_model_dir, tmp_path / "src")
+    (src / "training_args.bin").write_bytes(b"a pickle never leaves the server")
+    (src / ".tmp-partial").write_bytes(b"temp")
     job_id = finished_job(user.id)
-    model = trained_model(user.id, job_id, tiny_model_dir)
-    (Path(model.path) / "training_args.bin").write_bytes(b"a pickle never leaves the server")
-    (Path(model.path) / ".tmp-partial").write_bytes(b"temp")
-    out = extract(client.get(f"/api/v1/models/{model.id}/download"), tmp_path)
+    model = trained_model(user.id, job_id, src)  # stored in the object store, as a worker stores what it trained
+    out = extract(client.get(f"/api/v1/models/{model.id}/download"), tmp_path / "dl")
     assert out.name == model.name
     files = {p.name for p in out.iterdir()}
     assert "model.safetensors" in files and "config.json" in files

@@ -41,7 +41,7 @@ def held_job(owner_id: str, model: str = "gpt2", prompt: str = "hello") -> str:
 @pytest.fixture
 def world(app, user, stack, tiny_model, tiny_model_dir):
     """Alice's objects: a queued job with events and a result, an artifact on disk, a dataset, a trained model."""
-    from shared.artifacts import ArtifactStore
+    from shared.storage import get_storage
 
     alice = app.test_client()
     alice.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user.token}"
@@ -53,7 +53,7 @@ def world(app, user, stack, tiny_model, tiny_model_dir):
     )
     assert ds.status_code == 201, ds.get_json()
     art_id, model_id = new_id("art"), new_id("mdl")
-    size, sha = ArtifactStore().put_bytes(f"jobs/{job_id}/out.txt", b"alice's artifact")
+    size, sha = get_storage().put_bytes(f"jobs/{job_id}/out.txt", b"alice's artifact")
     with session_scope() as s:
         s.add(
             GenerationResult(

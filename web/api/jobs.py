@@ -9,10 +9,10 @@ import json
 from flask import Response, g, jsonify, request, send_file
 from sqlalchemy import select
 
-from shared.artifacts import ArtifactStore
 from shared.kinds import KINDS
 from shared.models import Artifact, GenerationResult, Job, JobEvent, JobStatus
 from shared.provenance import CSV_COLUMNS, csv_columns, label_row
+from shared.storage import get_storage
 from shared.timeutil import iso
 from web.api import bp, page_limit
 from web.db import db_session
@@ -210,7 +210,7 @@ def download_artifact(artifact_id: str):
         raise Invalid("`inline` must be 0 or 1", code="invalid_query")
     inline = request.args.get("inline") == "1" and art.content_type.startswith("image/")
     return send_file(
-        ArtifactStore().path(art.path),
+        get_storage().open(art.path),  # a missing object raises ObjectMissing: 410, see web/errors.py
         mimetype=art.content_type,
         as_attachment=not inline,
         download_name=art.name,

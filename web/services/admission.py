@@ -10,17 +10,16 @@ import json
 import logging
 import threading
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.artifacts import ArtifactStore
 from shared.imagedata import BUILTIN_SOURCES
 from shared.kinds import KINDS
-from shared.model_refs import find_model
+from shared.model_refs import find_model, stored_file
 from shared.models import Dataset, Model, ModelKind, User
+from shared.objcache import get_cache
 from shared.schemas.params import GanTrainParams, ImageGenerateParams, TextGenerateParams, TextTrainParams
 from shared.schemas.tagger import TextTagParams, TextTrainTaggerParams
 from shared.settings import get_settings
@@ -76,7 +75,7 @@ def _tokenizer(path: str):
 
 def _token_counts(model: Model, texts: list[str]) -> list[int] | None:
     """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models)."""
-    path = Path(model.path, "tokenizer.json") if model.path else None
+    path = stored_file(model, "tokenizer.json")
     if path is None or not path.exists():
         return None
     with _tokenizer_lock:
@@ -92,7 +91,7 @@ def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
     if p.dataset_id:
         ds = _dataset(s, user, p.dataset_id, "text", "dataset_id")
         try:
-            texts = [q.prompt for q in read_prompts(ArtifactStore().path(ds.path), ds.format)]
+            texts = [q.prompt for q in read_prompts(get_cache().file(ds.path, ds.sha256), ds.format)]
         except TextDataError as exc:
             raise field_error("dataset_id", str(exc)) from exc
         if not texts:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from shared.artifacts import ArtifactStore, TooLarge
 from shared.ids import new_id
 from shared.models import Dataset, User
 from shared.settings import get_settings
+from shared.storage import TooLarge, get_storage, spool
 from shared.tagdata import CONLL_EXTENSIONS, is_tagged_jsonl
 from shared.tagdata import stats as tagged_stats
 from shared.textdata import TextDataError
@@ -50,18 +51,22 @@ def upload(s: Session, user: User, file: FileStorage | None, name: str | None) -
     kind, fmt = detect_format(file.filename)
     settings = get_settings()
     cap = settings.max_text_upload_bytes if kind in ("text", "tagged") else settings.max_image_upload_bytes
-    store, ds_id = ArtifactStore(), new_id("ds")
+    ds_id = new_id("ds")
     rel = f"datasets/{ds_id}/{Path(file.filename).name}"
-    try:
+    # Spooled to a local temporary file in chunks (never whole in memory), validated there, uploaded only if new.
+    with tempfile.TemporaryDirectory(prefix="genqueue-upload-") as tmp:
+        local = Path(tmp, "upload")
         try:
-            size, sha = store.put_stream(rel, file.stream, cap)
+            size, sha = spool(file.stream, local, cap)
         except TooLarge as exc:
             raise ApiError(f"the {kind} upload is over the limit of {cap} bytes", code="too_large", status=413) from exc
-        stats = _validate(store.path(rel), kind, fmt)
+        stats = _validate(local, kind, fmt)
         existing = s.scalars(select(Dataset).where(Dataset.owner_id == user.id, Dataset.sha256 == sha)).first()
         if existing is not None:
-            store.delete(f"datasets/{ds_id}")
             return existing, False
+        store = get_storage()
+        store.put_file(rel, local)
+    try:
         ds = Dataset(
             id=ds_id,
             owner_id=user.id,

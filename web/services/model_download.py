@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.models import Model
+from shared.storage import get_storage
 from shared.weights import PICKLE_SUFFIXES
 from web.errors import Conflict
 
@@ -24,9 +25,29 @@ BLOCK = 512
 
 @dataclass(frozen=True)
 class Entry:
-    path: Path
+    path: Path  # the file's name in the model directory (local models: its full path)
     size: int
     header: bytes
+    key: str | None = None  # a stored model's file: its object key
+
+
+def _header(name: str, size: int, mtime: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o644
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def _stored_entries(model: Model, top: str) -> list[Entry]:
+    """A stored model's files, from its manifest (no download: the tar streams them from the store)."""
+    manifest = get_storage().manifest(model.object_key)[0]
+    mtime = int(model.created_at.timestamp()) if model.created_at else 0
+    out = []
+    for rel, meta in sorted(manifest["files"].items()):
+        if any(part.startswith(".") for part in rel.split("/")) or Path(rel).suffix in PICKLE_SUFFIXES:
+            continue
+        header = _header(f"{top}/{rel}", meta["size"], mtime)
+        out.append(Entry(Path(rel), meta["size"], header, key=f"{model.object_key}/{rel}"))
+    return out
 
 
 def _files(root: Path) -> list[Path]:
@@ -46,6 +67,11 @@ def archive_name(model: Model) -> str:
 
 def plan(model: Model) -> list[Entry]:
     """The tar's entries; 409 for a model with no files here (a hub id) or whose directory is gone."""
+    if model.object_key:
+        entries = _stored_entries(model, archive_name(model))
+        if not any(e.path.suffix == ".safetensors" for e in entries):
+            raise Conflict(f"model {model.name!r} has no safetensors weights", code="not_downloadable")
+        return entries
     if not model.path:
         raise Conflict(
             f"model {model.name!r} is a hub model with no files here: load it by its hub id "
@@ -58,10 +84,10 @@ def plan(model: Model) -> list[Entry]:
     top = archive_name(model)
     entries = []
     for f in _files(root):
-        info = tarfile.TarInfo(f"{top}/{f.relative_to(root).as_posix()}")
         st = f.stat()
-        info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), 0o644
-        entries.append(Entry(f, st.st_size, info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")))
+        entries.append(
+            Entry(f, st.st_size, _header(f"{top}/{f.relative_to(root).as_posix()}", st.st_size, int(st.st_mtime)))
+        )
     if not any(e.path.suffix == ".safetensors" for e in entries):
         raise Conflict(f"model {model.name!r} has no safetensors weights", code="not_downloadable")
     return entries
@@ -76,7 +102,7 @@ def tar_stream(entries: list[Entry]) -> Iterator[bytes]:
     for e in entries:
         yield e.header
         sent = 0
-        with open(e.path, "rb") as f:
+        with get_storage().open(e.key) if e.key else open(e.path, "rb") as f:
             while sent < e.size and (chunk := f.read(min(CHUNK, e.size - sent))):
                 sent += len(chunk)
                 yield chunk

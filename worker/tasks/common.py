@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.artifacts import ArtifactStore
 from shared.db import session_scope
 from shared.kinds import KINDS, JobKind
 from shared.model_refs import find_model, model_source
 from shared.models import Dataset, Model, User
+from shared.objcache import get_cache
+from shared.storage import ObjectMissing, get_storage
 from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.runtime import Handler, KindPolicy, delivery_tag_of, run_job
@@ -54,7 +55,10 @@ def load_dataset_row(ctx: JobContext, ds_id: str) -> tuple[Dataset, Path]:
         if ds is None or ds.owner_id != ctx.owner_id and not _is_admin(s, ctx.owner_id):
             raise UserError("unknown_dataset", f"dataset {ds_id!r} no longer exists")
         s.expunge(ds)
-    return ds, ArtifactStore().path(ds.path)
+    try:  # through this host's cache, verified against the sha256 recorded at upload
+        return ds, get_cache().file(ds.path, ds.sha256)
+    except ObjectMissing as exc:
+        raise UserError("dataset_missing", f"the stored file of dataset {ds_id!r} is missing") from exc
 
 
 def _is_admin(s, user_id: str) -> bool:
@@ -87,12 +91,23 @@ def unique_model_name(wanted: str | None, default: str) -> str:
     return f"{base}-{n}"
 
 
-def register_model(ctx: JobContext, **fields) -> str:
-    """Register the job's model in a fenced transaction (a stale attempt registers nothing); returns its id."""
+def register_model(ctx: JobContext, path: Path, **fields) -> str:
+    """Upload the model directory ``path`` to ``models/<id>/`` and register it in a fenced transaction (a stale
+    attempt registers nothing, and its upload is deleted); returns its id."""
+    from shared.ids import new_id
     from shared.registration import register_trained
-    from worker.fencing import guard
+    from worker.fencing import Fenced, guard
 
-    with session_scope() as s:
-        guard(s, ctx.job_id, ctx.attempt)
-        model = register_trained(s, owner_id=ctx.owner_id, job_id=ctx.job_id, **fields)
-        return model.id
+    model_id, store = new_id("mdl"), get_storage()
+    key = f"models/{model_id}"
+    store.put_dir(key, path)
+    try:
+        with session_scope() as s:
+            guard(s, ctx.job_id, ctx.attempt)
+            register_trained(
+                s, model_id=model_id, object_key=key, path=path, owner_id=ctx.owner_id, job_id=ctx.job_id, **fields
+            )
+    except Fenced:
+        store.delete(key)
+        raise
+    return model_id

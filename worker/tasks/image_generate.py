@@ -12,7 +12,7 @@ from worker.celery_app import app
 from worker.context import JobContext
 from worker.devices import current_device
 from worker.ml.gan import generate_images, zip_pngs
-from worker.tasks.common import kind_of, load_model_row, policy_of, run_task
+from worker.tasks.common import kind_of, load_model_row, policy_of, run_task, weights_source
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def handle(ctx: JobContext) -> dict:
         model_id=model.id, model_name=model.name, job_id=ctx.job_id, seed=p.seed, created_at=iso(utcnow())
     )
     meta = {k: prov[k] for k in ("job_id", "model_id", "model_name", "genqueue_version", "created_at")}
-    out = generate_images(model.path, p.count, p.seed, current_device(), meta)
+    out = generate_images(weights_source(model), p.count, p.seed, current_device(), meta)
     names = [f"image-{i:04d}.png" for i in range(p.count)]
     for i, (name, png) in enumerate(zip(names, out.pngs, strict=True)):
         ctx.add_artifact(name, png, role="image", content_type="image/png")

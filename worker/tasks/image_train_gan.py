@@ -8,6 +8,7 @@ from shared.imagedata import BUILTIN_SOURCES
 from shared.models import ModelKind
 from shared.schemas.params import GanTrainParams
 from worker.celery_app import app
+from worker.checkpoint_sync import stored_checkpoints
 from worker.context import JobContext, UserError
 from worker.devices import gan_device
 from worker.ml.common import config_from_params
@@ -44,7 +45,16 @@ def handle(ctx: JobContext) -> dict:
     def on_sample(step: int, png: bytes) -> None:
         ctx.add_artifact(f"samples-step{step:07d}.png", png, role="sample", step=step, content_type="image/png")
 
-    result = train_gan(cfg, images, ctx.work_dir / "gan", device, report=ctx.report, on_sample=on_sample, log=ctx.log)
+    root = ctx.work_dir / "gan"
+    with stored_checkpoints(ctx, root):
+        result = train_gan(cfg, images, root, device, report=ctx.report, on_sample=on_sample, log=ctx.log)
+    try:
+        return _register(ctx, p, cfg, result)
+    finally:
+        ctx.drop_work_dir()
+
+
+def _register(ctx: JobContext, p: GanTrainParams, cfg: GanTrainConfig, result) -> dict:
     name = unique_model_name(p.name, f"{p.architecture}-{ctx.job_id[-8:]}")
     dataset_id = None if p.dataset in BUILTIN_SOURCES else p.dataset
     model_id = register_model(

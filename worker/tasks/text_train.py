@@ -11,6 +11,7 @@ from shared.models import ModelKind
 from shared.schemas.params import TextTrainParams
 from shared.textdata import TextDataError, read_documents
 from worker.celery_app import app
+from worker.checkpoint_sync import stored_checkpoints
 from worker.context import JobContext, UserError
 from worker.devices import current_device, reserve_devices
 from worker.ml.common import Device, config_from_params
@@ -60,12 +61,20 @@ def handle(ctx: JobContext) -> dict:
         cfg = config_from_params(
             LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size, num_processes=procs
         )
-        with reserve_devices(device, procs, wait=ctx.check_stop):
-            result = train_lm(cfg, train, val, ctx.work_dir / "lm", device, report=ctx.report, log=ctx.log)
+        root = ctx.work_dir / "lm"
+        with reserve_devices(device, procs, wait=ctx.check_stop), stored_checkpoints(ctx, root):
+            result = train_lm(cfg, train, val, root, device, report=ctx.report, log=ctx.log)
     except (DatasetTooSmall, BlockSizeTooLarge) as exc:
         raise UserError("invalid_params", str(exc)) from exc
     except OSError as exc:  # a hub base model that is neither cached nor reachable
         raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
+    try:
+        return _register(ctx, p, result, base_name)
+    finally:
+        ctx.drop_work_dir()
+
+
+def _register(ctx: JobContext, p: TextTrainParams, result, base_name: str) -> dict:
     name = unique_model_name(p.name, f"gpt2-{ctx.job_id[-8:]}")
     model_id = register_model(
         ctx,

@@ -20,6 +20,25 @@
     const artifactUrl = (id, inline) =>
       root.dataset.artifactBase.replace("ARTIFACT", encodeURIComponent(id)) + (inline ? "?inline=1" : "");
 
+    /* A stored object that is gone answers 410 (JSON): the page says so where the file would be. */
+    const MISSING = "missing from the store (deleted, or never stored)";
+    function markMissing(node) {
+      if (node.nextSibling && node.nextSibling.dataset && node.nextSibling.dataset.missing !== undefined) return;
+      node.after(GQ.el("span", { class: "muted", dataset: { missing: "" }, role: "status", text: " " + MISSING }));
+    }
+    root.addEventListener("error", (ev) => {
+      if (ev.target.tagName === "IMG") { ev.target.alt = MISSING; markMissing(ev.target); }
+    }, true);
+    root.addEventListener("click", (ev) => {
+      const a = ev.target.closest("a[download]");
+      if (!a || !root.contains(a)) return;
+      ev.preventDefault();
+      fetch(a.href, { method: "HEAD", credentials: "same-origin" }).then((resp) => {
+        if (resp.status === 410 || resp.status === 404) markMissing(a);
+        else window.location.assign(a.href);
+      }).catch(() => window.location.assign(a.href));
+    });
+
     /* ---------------- job ---------------- */
     function setText(id, text) { const n = $(id); if (n) n.textContent = text; }
 
