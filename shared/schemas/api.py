@@ -212,6 +212,9 @@ class DemoRequest(BaseModel):
 
     steps: int = Field(300, ge=10, le=20_000, description="text.train steps of the tiny GPT-2")
     gan_steps: int = Field(400, ge=10, le=20_000, description="image.train_gan steps of the DCGAN on digits")
+    tagger_steps: int = Field(
+        200, ge=0, le=20_000, description="text.train_tagger steps of a tiny tagger on a built-in NER corpus (0: none)"
+    )
 
 
 class DemoOut(BaseModel):
