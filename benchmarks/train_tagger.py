@@ -1,7 +1,7 @@
 """Tagger training throughput: the seed 002 loop against genqueue's ``text.train_tagger`` loop, same run.
 
     python -m benchmarks.train_tagger --size small --steps 30 --batch-size 16 --max-length 128 --device cpu \
-        [--precision auto|fp32|bf16] [--sentences 2000]
+        [--precision auto|fp32|bf16] [--seed-bf16] [--sentences 2000]
 
 Both train the same randomly initialised ``BertForTokenClassification`` (one initial state, copied into each) on the
 same sentences of the offline NER corpus (``shared/tagcorpus.py``), tokenized by the same WordPiece, with the same
@@ -23,6 +23,7 @@ outside the timing. The last line is ``ratio genqueue/seed: X.XX``. It starts no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import random
 import time
@@ -68,6 +69,9 @@ def seed_loop(model, items, pad_id: int, args, device: Device) -> tuple[float, i
         FixedPadded(items, pad_id, args.max_length), batch_size=args.batch_size, shuffle=True, generator=gen
     )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    autocast = contextlib.nullcontext()
+    if args.seed_bf16:  # the seed is fp32; bf16 for both isolates what the loop itself does
+        autocast = torch.autocast(device.torch_device.type, dtype=torch.bfloat16)
     model.train()
     step, seconds, tokens = 0, 0.0, 0
     while step < args.steps:
@@ -76,7 +80,8 @@ def seed_loop(model, items, pad_id: int, args, device: Device) -> tuple[float, i
             t0 = time.perf_counter()
             batch = {k: v.to(device.torch_device) for k, v in batch.items()}
             model.zero_grad()
-            out = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            with autocast:
+                out = model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
             out.loss.item()  # the seed's epoch_loss += loss.item(): a host sync per step
             out.loss.backward()
             opt.step()
@@ -129,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sentences", type=int, default=2000)
     ap.add_argument("--vocab-size", type=int, default=2000)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="genqueue's, as a job's")
+    ap.add_argument("--seed-bf16", action="store_true", help="run the seed's loop under bf16 autocast too")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed)
         if name == "seed":
             seconds, tokens = seed_loop(model, items, tokenizer.pad_token_id, args, device)
-            scores = evaluate_model(model, tokenizer, val_items, labels, Device(device.torch_device, None))
+            seed_dtype = torch.bfloat16 if args.seed_bf16 else None
+            scores = evaluate_model(model, tokenizer, val_items, labels, Device(device.torch_device, seed_dtype))
         else:
             seconds, tokens, loop = ours_loop(model, tokenizer, items, args, device)
             scores = evaluate_model(model, tokenizer, val_items, labels, loop.device)
