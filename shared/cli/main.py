@@ -190,7 +190,7 @@ def _client_commands(sub) -> None:
     ds = sub.add_parser("datasets", help="upload and list datasets").add_subparsers(dest="sub", required=True)
     da = _cmd(ds, "add", C.cmd_datasets_add, "upload a dataset file; prints its id", "file")
     da.add_argument("--name")
-    _cmd(ds, "list", C.cmd_datasets_list, "list datasets").add_argument("--kind", choices=["text", "images"])
+    _cmd(ds, "list", C.cmd_datasets_list, "list datasets").add_argument("--kind", choices=["text", "images", "tagged"])
     ms = sub.add_parser("models", help="the model registry").add_subparsers(dest="sub", required=True)
     _cmd(ms, "list", C.cmd_models_list, "list registry models").add_argument("--kind")
     ma = _cmd(
