@@ -20,7 +20,7 @@ def test_demo_runs_all_three_uses_offline(app, user, capsys):
     thread.start()
     try:
         client = Client(url=f"http://127.0.0.1:{server.server_port}", token=user.token)
-        code = run_demo(steps=80, gan_steps=80, timeout=600, client=client, tagger_steps=120)
+        code = run_demo(steps=80, gan_steps=80, timeout=600, client=client, tagger_steps=60)
         out = capsys.readouterr().out
         assert code == 0, out
         assert "offline: gpt2" in out  # HF_HUB_OFFLINE=1 in tests, so the hub extra is skipped with one line
@@ -47,7 +47,7 @@ def test_demo_runs_all_three_uses_offline(app, user, capsys):
         arts = client.get(f"/jobs/{by_kind['image.generate']['id']}/artifacts")["items"]
         assert len([a for a in arts if a["role"] == "image"]) == 64
         tagged = client.get(f"/jobs/{by_kind['text.tag']['id']}/results", params={"format": "json"})["items"]
-        assert len(tagged) == 12 and sum(1 for r in tagged if r["entities"]) >= 6  # a tiny tagger finds some
+        assert len(tagged) == 12 and sum(1 for r in tagged if r["entities"]) >= 4  # a tiny tagger finds some
         assert all(r["text"][e["start"] : e["end"]] == e["text"] for r in tagged for e in r["entities"])
     finally:
         server.shutdown()
