@@ -37,7 +37,9 @@ class JobCreate(BaseModel):
     kind: Kind
     params: dict[str, Any] = Field(default_factory=dict, description="See the *Params schemas, by kind.")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
-    queue: Literal["gpu", "cpu"] = Field("gpu", description='"gpu" (ML work; CPU workers serve it too) or "cpu".')
+    queue: Literal["gpu", "cpu"] | None = Field(
+        None, description='"gpu" (ML work; CPU workers serve it too) or "cpu"; unset: the kind\'s queue (all: "gpu").'
+    )
     metadata: Metadata = Field(default_factory=dict)
     webhook_url: str | None = Field(
         None,
