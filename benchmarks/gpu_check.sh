@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks on a machine with only torch / transformers / numpy (no Postgres, Redis, Celery or Flask there).
 #
-#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation (default: all)
+#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation, tagger (default: all)
 #
 # generation: GPT-2 124M shape, random weights, bf16 on CUDA, 1024 prompts, the mixed and the uniform workloads:
 # tokens/s of the continuous and static engines and the naive batch-1 loop (timed on 64 prompts), ratios, and
 # the fraction of the H200's KV-bandwidth roof (4.8 TB/s / (mean live context x 36 KiB per token)).
+# tagger: BERT-base shape (12 x 768), random weights, bf16 autocast for both loops: tokens/s of the seed 002 loop
+# (every sentence padded to max_length 128, DataLoader, AdamW) and of the text.train_tagger loop, batch 32, 60 steps.
 # --smoke: a tiny model on the CPU, a few prompts: checks the script itself on a machine without a GPU.
 # Every step runs under `timeout`, and the whole script stays under 8 minutes on an H200; it starts no servers.
 set -euo pipefail
@@ -18,11 +20,11 @@ sections=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    generation) sections+=("$arg") ;;
-    *) echo "unknown argument: $arg (sections: generation; flag: --smoke)" >&2; exit 2 ;;
+    generation|tagger) sections+=("$arg") ;;
+    *) echo "unknown argument: $arg (sections: generation, tagger; flag: --smoke)" >&2; exit 2 ;;
   esac
 done
-[ ${#sections[@]} -eq 0 ] && sections=(generation)
+[ ${#sections[@]} -eq 0 ] && sections=(generation tagger)
 
 children=()
 cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -47,6 +49,16 @@ generation() {
     common=(--size gpt2-124m --device cuda --prompts 1024 --naive yes --naive-prompts 64 --roof)
     run 200 "$PY" -m benchmarks.generation --workload mixed "${common[@]}"
     run 200 "$PY" -m benchmarks.generation --workload uniform "${common[@]}"
+  fi
+}
+
+tagger() {
+  if [ $smoke -eq 1 ]; then
+    run 300 "$PY" -m benchmarks.train_tagger --size tiny --device cpu --steps 8 --warmup 2 --sentences 200 \
+      --precision bf16 --seed-bf16
+  else
+    run 80 "$PY" -m benchmarks.train_tagger --size base --device cuda --steps 60 --warmup 5 --batch-size 32 \
+      --max-length 128 --sentences 4000 --vocab-size 8000 --precision bf16 --seed-bf16
   fi
 }
 

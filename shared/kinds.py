@@ -211,6 +211,7 @@ def presentation() -> dict[str, dict]:
             "label": k.label,
             "model_param": k.model_param,
             "results": k.results,
+            "trains_model": k.trains_model,
             "charts": [{"title": c.title, "series": [{"key": a, "label": b} for a, b in c.series]} for c in k.charts],
         }
         for name, k in KINDS.items()

@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from shared.db import session_scope
+from shared.kinds import TRAINING_KINDS
 from shared.settings import get_settings
 from web.auth import authenticate
 from web.errors import Forbidden, Unauthorized
@@ -120,10 +121,8 @@ class PostgresCollector:
         yield rate
         steps = CounterMetricFamily("genqueue_training_steps", "Training steps done, by kind", labels=["kind"])
         for kind, n in s.execute(
-            text(
-                "SELECT kind, coalesce(sum(progress_done), 0) FROM jobs"
-                " WHERE kind IN ('text.train', 'image.train_gan') GROUP BY kind"
-            )
+            text("SELECT kind, coalesce(sum(progress_done), 0) FROM jobs WHERE kind = ANY(:kinds) GROUP BY kind"),
+            {"kinds": list(TRAINING_KINDS)},  # the registry's kinds that train a model
         ):
             steps.add_metric([kind], n)
         yield steps

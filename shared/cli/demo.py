@@ -3,10 +3,11 @@
 The plan lives on the server (``web/services/demo.py``), shared with the dashboard's "Run the demo" button:
 
 1. ``POST /demo``: the server builds a corpus from its Python standard library's docstrings, stores it as a dataset,
-   and queues a ``text.train`` of a tiny GPT-2 from scratch and an ``image.train_gan`` on the built-in digits;
+   and queues a ``text.train`` of a tiny GPT-2 from scratch, an ``image.train_gan`` on the built-in digits and a
+   ``text.train_tagger`` of a tiny BERT tagger on a named-entity corpus it builds offline;
 2. as each succeeds, ``POST /demo/followup`` queues a ``text.generate`` of a few dozen prompts with the new language
-   model and an ``image.generate`` of 64 images with the new generator; online (or with ``gpt2`` cached), this
-   command also queues a ``text.generate`` with ``gpt2``.
+   model, an ``image.generate`` of 64 images with the new generator and a ``text.tag`` of a dozen sentences;
+   online (or with ``gpt2`` cached), this command also queues a ``text.generate`` with ``gpt2``.
 """
 
 from __future__ import annotations
@@ -84,17 +85,19 @@ class Tracker:
             bar.close()
 
 
-def run_demo(steps: int = 300, gan_steps: int = 400, timeout: float = 1800, client: Client | None = None) -> int:
+def run_demo(
+    steps: int = 300, gan_steps: int = 400, timeout: float = 1800, client: Client | None = None, tagger_steps: int = 200
+) -> int:
     """Drive the server's demo plan (``POST /demo``, then ``POST /demo/followup``) and show the jobs' progress."""
     client = client or Client()
     print("genqueue demo: the server builds a corpus from its Python standard library docstrings…", flush=True)
-    started = client.post("/demo", json={"steps": steps, "gan_steps": gan_steps})
+    started = client.post("/demo", json={"steps": steps, "gan_steps": gan_steps, "tagger_steps": tagger_steps})
     ds = started["dataset"]
     print(f"  dataset {ds['id']}: {ds['stats']['documents']} documents, {ds['size']} bytes", flush=True)
     tracker = Tracker(client)
-    train, gan = started["jobs"]
-    tracker.add(train, "text.train")
-    tracker.add(gan, "image.train_gan")
+    trainings = started["jobs"]  # text.train, image.train_gan and (unless tagger_steps is 0) text.train_tagger
+    for job in trainings:
+        tracker.add(job, job["kind"])
     if hub_model_available(client):
         tracker.add(
             client.submit("text.generate", {"model": "gpt2", "prompts": HUB_PROMPTS, "max_new_tokens": 32}),
@@ -102,46 +105,47 @@ def run_demo(steps: int = 300, gan_steps: int = 400, timeout: float = 1800, clie
         )
     else:
         print("  offline: gpt2 is neither cached nor reachable, skipping the hub model (the rest runs offline)")
-    return _follow(client, tracker, train["id"], gan["id"], timeout)
+    return _follow(client, tracker, [j["id"] for j in trainings], timeout)
 
 
-def _follow(client: Client, tracker: Tracker, train_id: str, gan_id: str, timeout: float) -> int:
+def _follow(client: Client, tracker: Tracker, training_ids: list[str], timeout: float) -> int:
     followups: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             tracker.poll()
-            _queue_followups(client, tracker, train_id, gan_id, followups)
+            _queue_followups(client, tracker, training_ids, followups)
             all_ended = all(j["status"] in ("succeeded", "failed", "cancelled") for j in tracker.jobs.values())
-            if (all_ended and len(followups) == 2) or _failed_early(tracker, train_id, gan_id):
+            if (all_ended and len(followups) == len(training_ids)) or _failed_early(tracker, *training_ids):
                 break
             time.sleep(1)
     finally:
         tracker.close()
-    return _summary(tracker)
+    return _summary(tracker, 2 * len(training_ids))
 
 
-def _queue_followups(client: Client, tracker: Tracker, train_id: str, gan_id: str, followups: dict) -> None:
-    for key, job_id, label in (("text", train_id, "text.generate"), ("image", gan_id, "image.generate")):
-        if tracker.jobs[job_id]["status"] == "succeeded" and key not in followups:
+def _queue_followups(client: Client, tracker: Tracker, training_ids: list[str], followups: dict) -> None:
+    """For each training job that succeeded, its follow-up (generation or tagging) job, once."""
+    for job_id in training_ids:
+        if tracker.jobs[job_id]["status"] == "succeeded" and job_id not in followups:
             job = client.post("/demo/followup", json={"after": job_id})
-            followups[key] = job["id"]
-            tracker.add(job, label)
+            followups[job_id] = job["id"]
+            tracker.add(job, job["kind"])
 
 
 def _failed_early(tracker: Tracker, *ids: str) -> bool:
     return any(tracker.jobs[i]["status"] in ("failed", "cancelled") for i in ids)
 
 
-def _summary(tracker: Tracker) -> int:
+def _summary(tracker: Tracker, expected: int) -> int:
     jobs = list(tracker.jobs.values())
     print()
     for j in jobs:
         extra = f" — {j['error']['message']}" if j.get("error") else ""
         print(f"  {j['kind']:<16} {j['status']:<10} {j['id']}{extra}")
-    ok = len(jobs) >= 4 and all(j["status"] == "succeeded" for j in jobs)
+    ok = len(jobs) >= expected and all(j["status"] == "succeeded" for j in jobs)
     print(
-        "demo finished: open the dashboard to see the loss curve, sample grids, texts and images"
+        "demo finished: open the dashboard to see the loss curve, sample grids, texts, images and tagged sentences"
         if ok
         else "demo did not finish cleanly (see above)"
     )

@@ -98,7 +98,7 @@ def cmd_users_revoke(args) -> int:
 def cmd_demo(args) -> int:
     from shared.cli.demo import run_demo
 
-    return run_demo(steps=args.steps, gan_steps=args.gan_steps, timeout=args.timeout)
+    return run_demo(steps=args.steps, gan_steps=args.gan_steps, timeout=args.timeout, tagger_steps=args.tagger_steps)
 
 
 EXIT_CODES = """exit codes: 0 done (wait, logs -f: the job succeeded) · 1 the job failed or was cancelled ·
@@ -192,7 +192,7 @@ def _client_commands(sub) -> None:
     ds = sub.add_parser("datasets", help="upload and list datasets").add_subparsers(dest="sub", required=True)
     da = _cmd(ds, "add", C.cmd_datasets_add, "upload a dataset file; prints its id", "file")
     da.add_argument("--name")
-    _cmd(ds, "list", C.cmd_datasets_list, "list datasets").add_argument("--kind", choices=["text", "images"])
+    _cmd(ds, "list", C.cmd_datasets_list, "list datasets").add_argument("--kind", choices=["text", "images", "tagged"])
     ms = sub.add_parser("models", help="the model registry").add_subparsers(dest="sub", required=True)
     _cmd(ms, "list", C.cmd_models_list, "list registry models").add_argument("--kind")
     ma = _cmd(
@@ -211,6 +211,7 @@ def _client_commands(sub) -> None:
     webhooks_cli.add_parsers(sub)
     dm = _cmd(sub, "demo", cmd_demo, "train + generate, text and images, on this machine's own data", json_out=False)
     dm.add_argument("--steps", type=int, default=300), dm.add_argument("--gan-steps", type=int, default=400)
+    dm.add_argument("--tagger-steps", type=int, default=200, help="text.train_tagger steps (0: no tagger)")
     dm.add_argument("--timeout", type=float, default=1800)
 
 

@@ -37,7 +37,9 @@ class JobCreate(BaseModel):
     kind: Kind
     params: dict[str, Any] = Field(default_factory=dict, description="See the *Params schemas, by kind.")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
-    queue: Literal["gpu", "cpu"] = Field("gpu", description='"gpu" (ML work; CPU workers serve it too) or "cpu".')
+    queue: Literal["gpu", "cpu"] | None = Field(
+        None, description='"gpu" (ML work; CPU workers serve it too) or "cpu"; unset: the kind\'s queue (all: "gpu").'
+    )
     metadata: Metadata = Field(default_factory=dict)
     webhook_url: str | None = Field(
         None,
@@ -212,6 +214,9 @@ class DemoRequest(BaseModel):
 
     steps: int = Field(300, ge=10, le=20_000, description="text.train steps of the tiny GPT-2")
     gan_steps: int = Field(400, ge=10, le=20_000, description="image.train_gan steps of the DCGAN on digits")
+    tagger_steps: int = Field(
+        200, ge=0, le=20_000, description="text.train_tagger steps of a tiny tagger on a built-in NER corpus (0: none)"
+    )
 
 
 class DemoOut(BaseModel):

@@ -216,24 +216,25 @@ def test_login_page_and_logout(page, user):
 
 
 def test_run_the_demo_from_the_empty_jobs_page(held_queue, stack, page, user, tiny_model):
-    """The button queues the two training jobs; when one succeeds, the demo page queues its generation job."""
+    """The button queues the three training jobs; when one succeeds, the demo page queues its generation job."""
     login(page, user.token)
     expect(page.get_by_role("heading", name="No jobs yet")).to_be_visible()
     page.get_by_role("button", name="Run the demo").click()
     page.wait_for_url(re.compile(r"/demo\?jobs=job_"))
     rows = page.locator("#demo-jobs tr[data-job-id]")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_contain_text("LM training")
     expect(rows.nth(1)).to_contain_text("GAN training")
+    expect(rows.nth(2)).to_contain_text("Tagger training")
     screenshot(page, "demo")
     lm_id = rows.nth(0).get_attribute("data-job-id")
     set_job(lm_id, status="succeeded", model_id=tiny_model.id)  # as the worker leaves a training job that ended well
-    expect(rows).to_have_count(3, timeout=15_000)
-    expect(rows.nth(2)).to_contain_text("Text generation")
+    expect(rows).to_have_count(4, timeout=15_000)
+    expect(rows.nth(3)).to_contain_text("Text generation")
     page.reload()  # the follow-up is idempotent: a reload finds the same job, queues no other
     page.wait_for_timeout(3000)
     with stack.engine().connect() as conn:
         from sqlalchemy import text
 
         kinds = conn.execute(text("SELECT kind FROM jobs ORDER BY id")).scalars().all()
-    assert sorted(kinds) == ["image.train_gan", "text.generate", "text.train"]
+    assert sorted(kinds) == ["image.train_gan", "text.generate", "text.train", "text.train_tagger"]

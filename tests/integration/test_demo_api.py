@@ -24,8 +24,11 @@ def test_demo_queues_the_two_training_jobs_on_a_corpus_built_here(held_queue, cl
     assert resp.status_code == 201, resp.get_json()
     data = resp.get_json()
     assert data["dataset"]["size"] == len(stdlib_corpus_text().encode()) and data["dataset"]["kind"] == "text"
-    lm, gan = data["jobs"]
-    assert (lm["kind"], gan["kind"]) == ("text.train", "image.train_gan")
+    lm, gan, tagger = data["jobs"]
+    assert (lm["kind"], gan["kind"], tagger["kind"]) == ("text.train", "image.train_gan", "text.train_tagger")
+    assert tagger["params"]["max_steps"] == 200 and tagger["status"] == "queued"
+    tagged = client.get(f"/api/v1/datasets/{tagger['params']['dataset_id']}").get_json()
+    assert tagged["kind"] == "tagged" and tagged["stats"]["sentences"] == 600
     assert lm["params"]["dataset_id"] == data["dataset"]["id"] and lm["params"]["max_steps"] == 40
     assert gan["params"]["dataset"] == "digits" and gan["params"]["max_steps"] == 30
     assert lm["status"] == gan["status"] == "queued"
@@ -34,7 +37,7 @@ def test_demo_queues_the_two_training_jobs_on_a_corpus_built_here(held_queue, cl
 
 
 def test_followup_waits_for_success_then_is_idempotent(held_queue, stack, app, client, tiny_model):
-    lm, gan = client.post("/api/v1/demo", json={"steps": 40, "gan_steps": 30}).get_json()["jobs"]
+    lm, gan = client.post("/api/v1/demo", json={"steps": 40, "gan_steps": 30, "tagger_steps": 0}).get_json()["jobs"]
     early = client.post("/api/v1/demo/followup", json={"after": lm["id"]})
     assert early.status_code == 409 and early.get_json()["error"]["code"] == "not_ready"
 

@@ -82,6 +82,11 @@ def test_train_a_tagger_then_tag_texts(client, app, user):
         csv.DictReader(io.StringIO(client.get(f"/api/v1/jobs/{tag['id']}/results?format=csv").get_data(as_text=True)))
     )
     assert len(table) == 2 and json.loads(table[0]["entities"]) == rows[0]["entities"]
+    more = {**PARAMS, "base_model": "ner-tiny", "dataset_id": val["id"], "max_steps": 10, "eval_every": 10}
+    cont = submit(client, "text.train_tagger", {**more, "learning_rate": 1e-4}).get_json()  # continue from it
+    cont_done = wait_status(client, cont["id"], ("succeeded", "failed"), timeout=300)
+    assert cont_done["status"] == "succeeded", cont_done["error"]
+    assert client.get(f"/api/v1/models/{cont_done['model_id']}").get_json()["base"] == "ner-tiny"
     dashboard, _ = login(app, user.token)
     page = dashboard.get(f"/jobs/{tag['id']}").get_data(as_text=True)
     assert 'class="entity"' in page and "Tagged texts" in page

@@ -70,3 +70,16 @@ def test_a_broker_failure_still_trips_the_breaker(monkeypatch):
     assert broker.publish("job_y", "text.train", "gpu", 0) is False
     assert broker._publish_breaker.is_open()
     broker._publish_breaker.reset()
+
+
+def test_the_demo_follows_every_training_kind_up():
+    """Each kind that trains a model has a demo follow-up whose params its kind's schema accepts."""
+    from shared.models import Job
+    from web.services.demo import followup_body
+
+    for name in (n for n, k in KINDS.items() if k.trains_model):
+        body = followup_body(Job(kind=name, model_id="mdl_x"))
+        assert body["kind"] in KINDS and not KINDS[body["kind"]].trains_model
+        PARAMS_BY_KIND[body["kind"]].model_validate(body["params"])
+    tag = followup_body(Job(kind="text.train_tagger", model_id="mdl_x"))
+    assert tag["kind"] == "text.tag" and len(tag["params"]["texts"]) == 12

@@ -1,7 +1,8 @@
 """The first-run demo, server side: one plan that both ``genqueue demo`` and the dashboard's "Run the demo" drive.
 
 ``start`` builds a corpus from this machine's standard-library docstrings, stores it as the user's dataset (the same
-bytes again are the same dataset) and queues the two training jobs. ``followup`` queues, for a training job that
+bytes again are the same dataset) and queues the two training jobs, plus a tiny tagger on a named-entity corpus built
+offline (``shared/tagcorpus.py``); its follow-up tags a few sentences. ``followup`` queues, for a training job that
 succeeded, the generation job that shows off its model. It is idempotent (a key derived from the training job), so
 a client that polls and calls it again — a reloaded page, a second terminal — gets the same job back.
 
@@ -18,8 +19,10 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from shared.corpus import stdlib_corpus_text
+from shared.kinds import TRAINING_KINDS
 from shared.models import Dataset, Job, JobStatus, User
 from shared.schemas.api import DemoRequest, FollowupRequest
+from shared.tagcorpus import SAMPLE_TEXTS, conll, sentences
 from web.errors import ApiError, Invalid
 from web.services.datasets import upload
 from web.services.jobs import create_job, get_job
@@ -59,6 +62,8 @@ PROMPTS = [
     "The maximum number",
 ]
 CORPUS_NAME = "stdlib-docstrings.txt"
+TAGGED_NAME = "demo-entities.conll"
+TAGGER_KIND = "text.train_tagger"
 
 
 def lm_params(dataset_id: str, steps: int, tag: str) -> dict[str, Any]:
@@ -91,7 +96,26 @@ def gan_params(steps: int, tag: str) -> dict[str, Any]:
     }
 
 
+def tagger_params(dataset_id: str, steps: int, tag: str) -> dict[str, Any]:
+    return {
+        "base_model": "scratch",
+        "size": "tiny",
+        "dataset_id": dataset_id,
+        "vocab_size": 1000,
+        "max_length": 64,
+        "batch_size": 16,
+        "max_steps": steps,
+        "learning_rate": 2e-3,
+        "eval_every": max(10, steps // 8),
+        "checkpoint_every": max(20, steps // 2),
+        "name": f"demo-tagger-{tag}",
+    }
+
+
 def followup_body(train: Job) -> dict[str, Any]:
+    if train.kind == TAGGER_KIND:
+        texts = [*SAMPLE_TEXTS, *(" ".join(words) for words, _ in sentences(9, seed=99, part="val"))]
+        return {"kind": "text.tag", "params": {"model": train.model_id, "texts": texts}}
     if train.kind == "text.train":
         params = {
             "model": train.model_id,
@@ -112,13 +136,19 @@ def start(s: Session, user: User, req: DemoRequest) -> tuple[Dataset, list[Job]]
     tag = time.strftime("%Y%m%d-%H%M%S")
     lm, _ = create_job(s, user, {"kind": "text.train", "params": lm_params(dataset.id, req.steps, tag)})
     gan, _ = create_job(s, user, {"kind": "image.train_gan", "params": gan_params(req.gan_steps, tag)})
-    return dataset, [lm, gan]
+    jobs = [lm, gan]
+    if req.tagger_steps:
+        ner = FileStorage(stream=io.BytesIO(conll(sentences(600, seed=0)).encode()), filename=TAGGED_NAME)
+        tagged, _ = upload(s, user, ner, "named entities (demo)")
+        params = tagger_params(tagged.id, req.tagger_steps, tag)
+        jobs.append(create_job(s, user, {"kind": TAGGER_KIND, "params": params})[0])
+    return dataset, jobs
 
 
 def finished_training(s: Session, user: User, req: FollowupRequest) -> Job:
     """The user's succeeded training job named by ``req.after`` (404 / 422 / 409 otherwise)."""
     train = get_job(s, user, req.after)
-    if train.kind not in ("text.train", "image.train_gan"):
+    if train.kind not in TRAINING_KINDS:
         raise Invalid(f"{train.id} is a {train.kind} job; follow-ups exist for training jobs", code="invalid_params")
     if train.status != JobStatus.SUCCEEDED or not train.model_id:
         raise ApiError(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shared import lifecycle, webhooks
 from shared.broker import publish
 from shared.ids import new_id
-from shared.kinds import PARAMS_BY_KIND
+from shared.kinds import KINDS, PARAMS_BY_KIND
 from shared.models import Job, JobStatus, User
 from shared.schemas.api import JobCreate
 from shared.settings import get_settings
@@ -74,7 +74,7 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         status=JobStatus.QUEUED,
         params=stored,
         priority=req.priority,
-        queue=req.queue,
+        queue=req.queue or KINDS[req.kind].queue,
         attempt=1,
         max_attempts=params.max_attempts or get_settings().max_attempts,
         timeout_seconds=params.timeout_seconds,

@@ -45,7 +45,7 @@ def handle(ctx: JobContext) -> dict:
     p = TextTrainTaggerParams.model_validate(ctx.params)
     base_name = base = "scratch"
     if p.base_model != "scratch":
-        model = load_model_row(ctx, p.base_model, _base_kind(ctx, p.base_model))
+        model = _base_row(ctx, p.base_model)
         base_name, base = model.name, weights_source(model)
     train = _sentences(ctx, p.dataset_id)
     val = _sentences(ctx, p.validation_dataset_id) if p.validation_dataset_id else None
@@ -83,16 +83,14 @@ def handle(ctx: JobContext) -> dict:
     }
 
 
-def _base_kind(ctx: JobContext, ref: str) -> str:
-    """A base is a registry tagger to continue from or a hub encoder (admission checked it is one of them)."""
-    from shared.db import session_scope
-    from shared.model_refs import find_model
-    from shared.models import User
-
-    with session_scope() as s:
-        user = s.get(User, ctx.owner_id)
-        model = find_model(s, ref, user) if user else None
-        return model.kind if model is not None else ModelKind.TOKEN_CLASSIFIER
+def _base_row(ctx: JobContext, ref: str):
+    """The base's registry row: a tagger to continue from or a hub encoder (admission checked it is one of them)."""
+    for kind in (ModelKind.TOKEN_CLASSIFIER, ModelKind.ENCODER):
+        try:
+            return load_model_row(ctx, ref, kind)
+        except UserError:
+            continue
+    raise UserError("unknown_model", f"model {ref!r} is not a tagger or an encoder in the registry (any more)")
 
 
 @app.task(name=KIND.task, bind=True)

@@ -45,7 +45,7 @@
       for (const id of ids) {
         const job = await GQ.api(jobUrl(id));
         update(job);
-        const training = job.kind === "text.train" || job.kind === "image.train_gan";
+        const training = (GQ.KINDS[job.kind] || {}).trains_model === true;
         if (training && job.status === "succeeded") await followup(job);
         if (training && !followedUp.has(job.id) && GQ.TERMINAL.includes(job.status) && job.status !== "succeeded") {
           message.textContent = GQ.kindLabel(job.kind) + " ended " + job.status + ": see its page for why.";
@@ -55,7 +55,7 @@
       }
       const pending = ids.filter((id) => {
         const tr = row(id);
-        return (tr.dataset.kind === "text.train" || tr.dataset.kind === "image.train_gan") && !followedUp.has(id);
+        return (GQ.KINDS[tr.dataset.kind] || {}).trains_model === true && !followedUp.has(id);
       });
       if (!active && pending.length === 0) {
         message.textContent = message.textContent || "The demo finished: open each job for its curves, samples, texts and images.";
