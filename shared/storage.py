@@ -51,8 +51,9 @@ class ObjectUnreadable(StorageError):
     """The object exists but cannot be read, or its bytes do not match the recorded sha256."""
 
 
-class StorageUnavailable(StorageError):
-    """The store cannot be reached (a connection refused or timed out): worth retrying, not the object's fault."""
+class StorageUnavailable(StorageError, ConnectionError):
+    """The store cannot be reached (a connection refused or timed out): worth retrying, not the object's fault (a
+    ``ConnectionError``, so a worker's runtime retries the job as it does for a lost database connection)."""
 
 
 class TooLarge(Exception):
