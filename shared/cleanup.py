@@ -43,6 +43,21 @@ def jobs_using(s: Session, *refs: str) -> list[str]:
     return list(s.scalars(stmt.limit(20)))
 
 
+def _store_legacy_model(model: Model, store) -> None:
+    """A model trained before the object store kept its files in its job's directory (``model.path``), which is
+    about to go: store them under ``models/<id>/`` first, as models are stored now."""
+    if (
+        model.object_key
+        or not model.path
+        or f"/jobs/{model.job_id}/" not in model.path
+        or not Path(model.path).is_dir()
+    ):
+        return
+    key = f"models/{model.id}"
+    store.put_dir(key, Path(model.path))
+    model.object_key, model.path = key, None
+
+
 def purge_job(s: Session, job: Job, *, with_model: bool = False) -> dict:
     """Delete a finished ``job`` (the caller checked it is finished and locked its row) and commit.
 
@@ -51,18 +66,20 @@ def purge_job(s: Session, job: Job, *, with_model: bool = False) -> dict:
     artifacts = list(s.scalars(select(Artifact.path).where(Artifact.job_id == job.id)))
     keys = [f"jobs/{job.id}", *artifacts]
     models = s.scalars(select(Model).where(Model.job_id == job.id, Model.source == ModelSource.TRAINED)).all()
+    store = get_storage()
     try:
         for model in models:
             if with_model:
                 if model.object_key:
                     keys.append(model.object_key)
                 s.delete(model)
+            else:
+                _store_legacy_model(model, store)
         s.delete(job)
         s.commit()
     except BaseException:
         s.rollback()
         raise
-    store = get_storage()
     for key in dict.fromkeys(keys):
         store.delete(key)
     logger.info("deleted job %s (%d stored keys)", job.id, len(keys))

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +49,11 @@ class ObjectMissing(StorageError):
 
 class ObjectUnreadable(StorageError):
     """The object exists but cannot be read, or its bytes do not match the recorded sha256."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """The store cannot be reached (a connection refused or timed out): worth retrying, not the object's fault (a
+    ``ConnectionError``, so a worker's runtime retries the job as it does for a lost database connection)."""
 
 
 class TooLarge(Exception):
@@ -252,7 +258,8 @@ class S3Storage(Storage):
             from botocore.config import Config
 
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)  # the standard variable, if set
+            cfg = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=10, read_timeout=60)
             self._client, self._pid = boto3.session.Session().client("s3", region_name=region, config=cfg), os.getpid()
         return self._client
 
@@ -260,16 +267,28 @@ class S3Storage(Storage):
         key = check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextmanager
+    def _reachable(self, key: str):
+        """A connection error becomes :class:`StorageUnavailable` (the API's 503), not an unexpected exception."""
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        try:
+            yield
+        except BotoConnectionError as exc:
+            raise StorageUnavailable(key, f"the object store at {self.url} cannot be reached: {exc}") from exc
+
     def put_file(self, key: str, path: Path) -> tuple[int, str]:
         size, sha = sha256_file(path)
-        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": sha}})
+        with self._reachable(key):
+            self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs={"Metadata": {"sha256": sha}})
         return size, sha
 
     def open(self, key: str) -> BinaryIO:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with self._reachable(key):
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -280,15 +299,17 @@ class S3Storage(Storage):
         full = self._key(prefix) + "/"
         cut = len(self.prefix) + 1 if self.prefix else 0
         out = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            out += [(o["Key"][cut:], o["Size"]) for o in page.get("Contents", [])]
+        with self._reachable(prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                out += [(o["Key"][cut:], o["Size"]) for o in page.get("Contents", [])]
         return sorted(out)
 
     def delete(self, key: str) -> None:
         keys = [self._key(k) for k, _ in self.list(key)] + [self._key(key)]
         for i in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[i : i + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            with self._reachable(key):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
 def storage_from_url(url: str) -> Storage:

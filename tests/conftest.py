@@ -38,7 +38,10 @@ def stack():
     """
     try:
         if os.environ.get("GENQUEUE_TEST_STORAGE") == "s3":
+            from shared.storage import S3Storage, get_storage
+
             use_storage_env(_s3_server().env("suite"))
+            assert isinstance(get_storage(), S3Storage)
         s = Stack(_ROOT).start()
         yield s
         s.stop()

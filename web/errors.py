@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.storage import ObjectMissing, StorageError
+from shared.storage import ObjectMissing, StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             message = f"request body over the limit of {request.max_content_length} bytes"
         return error_response(exc.code or 400, code, message)
+
+    @app.errorhandler(StorageUnavailable)
+    def _store_down(exc: StorageUnavailable):
+        logger.error("object store unavailable: %s", exc)
+        return error_response(503, "unavailable", "the object store is unavailable; try again shortly")
 
     @app.errorhandler(StorageError)
     def _object_gone(exc: StorageError):

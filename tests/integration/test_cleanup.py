@@ -183,3 +183,42 @@ def test_the_maintenance_pass_prunes_when_retention_is_on(monkeypatch, user):
         run_once()  # None while another worker's maintenance holds the cluster-wide lock: try again
         time.sleep(0.2)
     assert rows(old)["Job"] == 0 and rows(recent)["Job"] == 1
+
+
+def test_a_model_trained_before_the_object_store_is_kept_when_its_job_goes(client, user, tiny_model_dir):
+    """Such a model's files are in its job's directory (``model.path``); they are stored apart before it is deleted."""
+    import shutil
+
+    from shared.ids import new_id
+    from shared.models import ModelKind, ModelSource
+    from shared.storage import FileStorage
+
+    store = get_storage()
+    if not isinstance(store, FileStorage):
+        pytest.skip("models trained before the object store existed only on file:// stores")
+    job_id = finished_job(user.id)
+    legacy = store.path(f"jobs/{job_id}/lm/model")
+    shutil.copytree(tiny_model_dir, legacy)
+    model_id = new_id("mdl")
+    with session_scope() as s:
+        s.add(
+            Model(
+                id=model_id,
+                name=f"legacy-{model_id[-6:]}",
+                kind=ModelKind.CAUSAL_LM,
+                source=ModelSource.TRAINED,
+                owner_id=user.id,
+                path=str(legacy),
+                job_id=job_id,
+                config={},
+                metrics={},
+                size_bytes=1,
+            )
+        )
+    assert client.delete(f"/api/v1/jobs/{job_id}").status_code == 200
+    with session_scope() as s:
+        kept = s.get(Model, model_id)
+    assert kept.object_key == f"models/{model_id}" and kept.path is None and not legacy.exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(model_source(kept))

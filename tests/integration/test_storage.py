@@ -177,3 +177,24 @@ def test_missing_objects_answer_410(request, backend, app, client, user, tiny_mo
     finally:
         monkeypatch.undo()
         use_storage_env({})
+
+
+def test_an_unreachable_store_is_a_503(app, client, monkeypatch):
+    from tests.stack import free_port
+
+    monkeypatch.setenv("GENQUEUE_STORAGE_URL", "s3://nowhere/x")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retries with backoff: the answer is the same, sooner
+    use_storage_env({})
+    try:
+        resp = client.post(
+            "/api/v1/datasets",
+            data={"file": (io.BytesIO(b"some text\n" * 50), "t.txt")},
+            content_type="multipart/form-data",
+        )
+        assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "unavailable", resp.data[:300]
+    finally:
+        monkeypatch.undo()
+        use_storage_env({})

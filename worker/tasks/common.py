@@ -71,7 +71,12 @@ def hub_online() -> bool:
 
 
 def weights_source(model: Model) -> str:
-    return model_source(model)
+    """A local directory (a stored model through this host's cache) or a hub id; a stored model whose files are
+    gone fails the job at once (retrying cannot bring them back)."""
+    try:
+        return model_source(model)
+    except ObjectMissing as exc:
+        raise UserError("model_files_missing", f"the stored files of model {model.name!r} are missing") from exc
 
 
 def unique_model_name(wanted: str | None, default: str) -> str:
