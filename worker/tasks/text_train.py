@@ -12,7 +12,7 @@ from shared.schemas.params import TextTrainParams
 from shared.textdata import TextDataError, read_documents
 from worker.celery_app import app
 from worker.context import JobContext, UserError
-from worker.devices import current_device, reserve_devices
+from worker.devices import current_device
 from worker.ml.common import Device, config_from_params
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
@@ -29,7 +29,13 @@ from worker.tasks.common import (
 
 logger = logging.getLogger(__name__)
 
-POLICY = KindPolicy(default_timeout_seconds=72 * 3600)
+
+def _devices(params: dict, device: Device) -> int:
+    """GPUs a job holds (worker.tasks.common.holding_devices): one per process."""
+    return _num_processes(TextTrainParams.model_validate(params).num_processes, device)
+
+
+POLICY = KindPolicy(default_timeout_seconds=72 * 3600, devices=_devices)
 
 
 def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
@@ -58,8 +64,7 @@ def handle(ctx: JobContext) -> dict:
         cfg = config_from_params(
             LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size, num_processes=procs
         )
-        with reserve_devices(device, procs, wait=ctx.check_stop):
-            result = train_lm(cfg, train, val, ctx.work_dir / "lm", device, report=ctx.report, log=ctx.log)
+        result = train_lm(cfg, train, val, ctx.work_dir / "lm", device, report=ctx.report, log=ctx.log)
     except (DatasetTooSmall, BlockSizeTooLarge) as exc:
         raise UserError("invalid_params", str(exc)) from exc
     except OSError as exc:  # a hub base model that is neither cached nor reachable
