@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # GPU checks on a machine with only torch / transformers / numpy (no Postgres, Redis, Celery or Flask there).
 #
-#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation (default: all)
+#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation, training (default: all)
 #
 # generation: GPT-2 124M shape, random weights, bf16 on CUDA, 1024 prompts, the mixed and the uniform workloads:
 # tokens/s of the continuous and static engines and the naive batch-1 loop (timed on 64 prompts), ratios, and
 # the fraction of the H200's KV-bandwidth roof (4.8 TB/s / (mean live context x 36 KiB per token)).
+# training: GPT-2 124M shape, bf16, seq 1024: genqueue's text.train loop vs the Hugging Face Trainer with its best
+# flags (both torch.compile'd, warm-up printed), tokens/s and MFU; DCGAN 64x64 images/s vs the reference loop, bf16
+# and fp32 (benchmarks/gpu_train_check.py).
 # --smoke: a tiny model on the CPU, a few prompts: checks the script itself on a machine without a GPU.
 # Every step runs under `timeout`, and the whole script stays under 8 minutes on an H200; it starts no servers.
 set -euo pipefail
@@ -18,11 +21,11 @@ sections=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    generation) sections+=("$arg") ;;
-    *) echo "unknown argument: $arg (sections: generation; flag: --smoke)" >&2; exit 2 ;;
+    generation|training) sections+=("$arg") ;;
+    *) echo "unknown argument: $arg (sections: generation, training; flag: --smoke)" >&2; exit 2 ;;
   esac
 done
-[ ${#sections[@]} -eq 0 ] && sections=(generation)
+[ ${#sections[@]} -eq 0 ] && sections=(generation training)
 
 children=()
 cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -47,6 +50,14 @@ generation() {
     common=(--size gpt2-124m --device cuda --prompts 1024 --naive yes --naive-prompts 64 --roof)
     run 200 "$PY" -m benchmarks.generation --workload mixed "${common[@]}"
     run 200 "$PY" -m benchmarks.generation --workload uniform "${common[@]}"
+  fi
+}
+
+training() {
+  if [ $smoke -eq 1 ]; then
+    run 300 "$PY" -m benchmarks.gpu_train_check --smoke
+  else
+    run 330 "$PY" -m benchmarks.gpu_train_check
   fi
 }
 
