@@ -31,9 +31,9 @@ def lm_args(smoke: bool) -> list[str]:
 
 
 def gan_args(smoke: bool, precision: str) -> list[str]:
-    if smoke:
-        return ["--device", "cpu", "--precision", precision, "--image-size", "64", "--batch-size", "8"] + [
-            *("--steps", "4", "--warmup", "1", "--rounds", "2")
+    if smoke:  # 32x32: the CPU (emulated bf16 too) only has to show the script works
+        return ["--device", "cpu", "--precision", precision, "--image-size", "32", "--batch-size", "8"] + [
+            *("--steps", "2", "--warmup", "1", "--rounds", "1")
         ]
     return ["--device", "cuda", "--precision", precision, "--image-size", "64", "--steps", "400", "--rounds", "4"]
 
