@@ -31,6 +31,7 @@ from worker.ml.common import Device, pick_device
 from worker.ml.gan.data import load_images
 from worker.ml.gan.models import build_gan
 from worker.ml.gan.train import GanTrainConfig, GanTrainer
+from worker.ml.host_memory import retained_heap
 
 LATENT, SIZE = 100, 28
 
@@ -157,13 +158,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 def _compare(ours_step, ref_step, args, device) -> dict[str, float]:
     dev = device.torch_device
-    _timed(ours_step, args.warmup, dev)
+    with retained_heap(enabled=dev.type == "cpu"):
+        _timed(ours_step, args.warmup, dev)
     _timed(ref_step, args.warmup, dev)
     totals = {"genqueue": np.zeros(3), "reference": np.zeros(3)}  # images, wall s, CPU s
     per_round = max(1, args.steps // args.rounds)
     for _ in range(args.rounds):
         for name, step in (("reference", ref_step), ("genqueue", ours_step)):
-            totals[name] += _timed(step, per_round, dev)
+            with retained_heap(enabled=name == "genqueue" and dev.type == "cpu"):  # as GanTrainer.run does
+                totals[name] += _timed(step, per_round, dev)
     wall = {name: t[0] / t[1] for name, t in totals.items()}
     cpu = {name: t[0] / t[2] for name, t in totals.items()}
     print(

@@ -42,16 +42,21 @@ logger = logging.getLogger(__name__)
 
 
 class StepClock:
-    """Stamps the end of every step from ``first`` to ``last`` (syncing CUDA at each stamp)."""
+    """Stamps the start of training (step 0) and the end of step 1 and of every step from ``first`` to ``last``
+    (syncing CUDA at each stamp)."""
 
     def __init__(self, first: int, last: int, device: Device):
         self.first, self.last, self.device, self.stamps = first, last, device, {}
 
     def mark(self, step: int) -> None:
-        if self.first <= step <= self.last:
+        if step <= 1 or self.first <= step <= self.last:
             if self.device.is_cuda:
                 torch.cuda.synchronize()
             self.stamps[step] = time.perf_counter()
+
+    def first_step(self) -> float:
+        """Seconds of step 1: allocator and kernel warm-up, and torch.compile's compilation when compiling."""
+        return self.stamps[1] - self.stamps[0] if 0 in self.stamps and 1 in self.stamps else float("nan")
 
     def step_times(self) -> list[float]:
         """Seconds of each timed step (``first + 1 .. last``)."""
@@ -61,6 +66,9 @@ class StepClock:
 class _ClockCallback(TrainerCallback):
     def __init__(self, clock: StepClock):
         self.clock = clock
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.clock.mark(0)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.clock.mark(state.global_step)
@@ -91,8 +99,8 @@ def make_base(args: argparse.Namespace, out: Path) -> tuple[Path, int, float]:
     return out, count_params(model), flops_per_token(model, args.block_size)
 
 
-def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> list[float]:
-    """The Trainer baseline on the blocks train_lm trains on; the timed steps' seconds."""
+def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> tuple[list[float], float]:
+    """The Trainer baseline on the blocks train_lm trains on; the timed steps' seconds and step 1's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base)
@@ -110,6 +118,7 @@ def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> 
         adam_beta1=BETAS[0],
         adam_beta2=BETAS[1],
         optim="adamw_torch_fused",
+        tf32=True if device.is_cuda else None,  # as genqueue allows for fp32 matmuls on CUDA
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
@@ -127,14 +136,19 @@ def run_hf(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> 
         model=model, args=targs, train_dataset=BlockDataset(data.train), callbacks=[_ClockCallback(clock)]
     )
     trainer.train()
-    return clock.step_times()
+    return clock.step_times(), clock.first_step()
 
 
-def run_genqueue(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> list[float]:
-    """genqueue's train_lm, fine-tuning the same saved model; the same timed steps' seconds."""
+def run_genqueue(args, base: Path, cfg: LMTrainConfig, device: Device, work: Path) -> tuple[list[float], float]:
+    """genqueue's train_lm, fine-tuning the same saved model; the same timed steps' seconds and step 1's."""
     clock = StepClock(args.warmup, args.steps - 1, device)
-    train_lm(cfg, stdlib_documents(), None, work, device, lambda step, total, **m: clock.mark(step))
-    return clock.step_times()
+
+    def log(message: str) -> None:  # train_lm logs "training N parameters ..." as its loop starts
+        if message.startswith("training ") and "parameters" in message:
+            clock.mark(0)
+
+    train_lm(cfg, stdlib_documents(), None, work, device, lambda step, total, **m: clock.mark(step), log=log)
+    return clock.step_times(), clock.first_step()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda" and not device.is_cuda:
         raise SystemExit("CUDA requested but not available")
     times: dict[str, list[float]] = {"hf-trainer": [], "genqueue": []}
+    first: dict[str, list[float]] = {"hf-trainer": [], "genqueue": []}
     with tempfile.TemporaryDirectory() as tmp:
         base, n_params, fpt = make_base(args, Path(tmp) / "base")
         cfg = LMTrainConfig(
@@ -184,12 +199,15 @@ def main(argv: list[str] | None = None) -> None:
         runs = [("hf-trainer", run_hf), ("genqueue", run_genqueue)]
         for r in range(args.repeats):  # alternate who goes first: A B, B A, ...
             for name, fn in runs if r % 2 == 0 else runs[::-1]:
-                times[name] += fn(args, base, cfg, device, Path(tmp) / f"{name}-{r}")
-    report(args, device, n_params, fpt, times)
+                steps, first_step = fn(args, base, cfg, device, Path(tmp) / f"{name}-{r}")
+                times[name] += steps
+                first[name].append(first_step)
+    report(args, device, n_params, fpt, times, first)
 
 
-def report(args: argparse.Namespace, device: Device, n_params: int, fpt: float, times: dict[str, list[float]]) -> None:
-    """Print both runs' tokens/s (median step and window mean), TFLOPS, MFU and the ratios."""
+def report(args, device: Device, n_params: int, fpt: float, times: dict[str, list[float]], first) -> None:
+    """Print both runs' tokens/s (median step, its spread over the runs, window mean), TFLOPS, MFU, the first
+    (warm-up) step's seconds, and the ratios."""
     tokens = args.batch_size * args.block_size
     print(
         f"device {device.name} ({torch.get_num_threads()} threads), size {args.size} ({n_params / 1e6:.1f}M params), "
@@ -207,13 +225,29 @@ def report(args: argparse.Namespace, device: Device, n_params: int, fpt: float, 
         tps[name] = (tokens / statistics.median(steps), tokens * len(steps) / sum(steps))
         tflops = fpt * tps[name][0] / 1e12
         mfu = f", MFU {100 * tflops / peak:.1f}% of {peak:g} TFLOPS" if peak else ""
+        per_run = _per_run_medians(steps, args.repeats)
         print(
-            f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}), "
-            f"{tflops:.3f} TFLOPS{mfu}"
+            f"{name:>10}: {tps[name][0]:,.0f} tokens/s (median step; mean {tps[name][1]:,.0f}; per run "
+            f"{', '.join(f'{tokens / t:,.0f}' for t in per_run)}), {tflops:.3f} TFLOPS{mfu}; "
+            f"first step {', '.join(f'{s:.1f}' for s in first[name])} s ({_warmup_kind(args, name)})"
         )
     ours, hf = tps["genqueue"], tps["hf-trainer"]
+    hf_runs, our_runs = (_per_run_medians(times[name], args.repeats) for name in ("hf-trainer", "genqueue"))
+    rounds = zip(hf_runs, our_runs, strict=True)
+    print(f"ratio per round (median steps): {', '.join(f'{h / g:.2f}' for h, g in rounds)}")
     print(f"ratio genqueue/hf (window mean): {ours[1] / hf[1]:.2f}")
     print(f"ratio genqueue/hf: {ours[0] / hf[0]:.2f}")  # median step: the headline figure
+
+
+def _per_run_medians(steps: list[float], runs: int) -> list[float]:
+    """The median step time of each run (the pooled list holds the runs' timed steps one run after the other)."""
+    n = len(steps) // max(1, runs)
+    return [statistics.median(steps[i * n : (i + 1) * n]) for i in range(runs)] if n else []
+
+
+def _warmup_kind(args, name: str) -> str:
+    compiled = args.compile if name == "genqueue" else args.hf_compile
+    return "warm-up incl. torch.compile" if compiled else "warm-up"
 
 
 if __name__ == "__main__":

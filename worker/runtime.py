@@ -68,6 +68,9 @@ class KindPolicy:
 
     default_timeout_seconds: int  # for a job with no ``timeout_seconds`` of its own (the claim writes it in)
     transient: tuple[type[BaseException], ...] = ()  # the kind's own retry-worthy errors, besides the common ones
+    # GPUs a job holds from the worker's device on, given its params and that device (default one; see
+    # worker.tasks.common.holding_devices): more than one makes the reservation exclusive.
+    devices: Callable[[dict[str, Any], Any], int] | None = None
 
     def transient_types(self) -> tuple[type[BaseException], ...]:
         return (*_base_transient_types(), *self.transient)

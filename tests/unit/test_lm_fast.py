@@ -16,6 +16,7 @@ from shared.corpus import stdlib_documents
 from worker.ml.checkpoints import list_checkpoints
 from worker.ml.common import Stopped, pick_device
 from worker.ml.distributed import RankFailed
+from worker.ml.lm_loss import CausalLMLoss
 from worker.ml.lm_models import build_scratch_model, fuse_activations, preset_config
 from worker.ml.lm_train import LMTrainConfig, train_lm
 from worker.ml.mfu import flops_per_token, gpu_peak_tflops, matmul_params, mfu
@@ -149,3 +150,40 @@ def test_fused_gelu_is_the_same_function():
         after = fuse_activations(model)(input_ids=x).logits
     assert "NewGELUActivation" not in {type(m).__name__ for m in model.modules()}
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_lm_loss_matches_the_models_own_loss_and_gradients():
+    """fp32: the fused head + cross-entropy equals the model's own loss and gradients to rounding; bf16 autocast: it
+    is as close to the fp32 reference as the model's own bf16 loss is."""
+    torch.manual_seed(0)
+    model = fuse_activations(build_scratch_model(preset_config("tiny", 320, 32)))
+    x = torch.randint(0, 320, (3, 32))
+    loss_model = CausalLMLoss(model)
+    assert loss_model.fused
+
+    def loss_and_grads(compute, dtype=None):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = compute()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    def own():
+        return model(input_ids=x, labels=x, use_cache=False).loss
+
+    ref, ref_grads = loss_and_grads(own)
+    fused, fused_grads = loss_and_grads(lambda: loss_model(x))
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    assert ref_grads.keys() == fused_grads.keys()
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():  # evaluation takes the plain path: the same value
+        torch.testing.assert_close(loss_model(x), ref, atol=1e-5, rtol=1e-5)
+
+    def rel_err(grads):
+        return max(((grads[n] - g).norm() / g.norm()).item() for n, g in ref_grads.items())
+
+    own16, own16_grads = loss_and_grads(own, torch.bfloat16)
+    fused16, fused16_grads = loss_and_grads(lambda: loss_model(x), torch.bfloat16)
+    assert abs(fused16 - ref) <= 2 * abs(own16 - ref) + 1e-3
+    assert 0 < rel_err(fused16_grads) <= 2 * rel_err(own16_grads) + 1e-3  # bf16 rounding, no worse than HF's

@@ -35,7 +35,9 @@ from shared.weights import context_length_of
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from worker.ml.common import PRECISIONS, Device, Report, Stopped, with_precision
 from worker.ml.distributed import SINGLE, World
+from worker.ml.host_memory import retained_heap
 from worker.ml.lm_data import BatchOrder, DatasetTooSmall, LMData, build_data
+from worker.ml.lm_loss import CausalLMLoss
 from worker.ml.lm_models import (
     PRESETS,
     SCRATCH,
@@ -192,7 +194,8 @@ def train_rank(cfg, train_texts, val_texts, work_dir: Path, device: Device, repo
         f"of {cfg.block_size} tokens, steps {run.step}→{run.total} on {run.device.name} "
         f"({run.device.autocast_dtype or torch.float32}, {world.size} process(es)); MFU against {run.peak_source}"
     )
-    metrics = run.run(report)
+    with retained_heap(enabled=not run.device.is_cuda):  # no page faults per CPU step (worker.ml.host_memory)
+        metrics = run.run(report)
     model_dir = work_dir / "model"
     if world.is_main:
         save_final(model, tokenizer, model_dir)
@@ -240,7 +243,8 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (and fp32 runs) on TF32
             torch.backends.cudnn.allow_tf32 = True
         self.model = fuse_activations(model).to(dev).train()
-        wrapped = world.wrap(self.model)  # DDP when data-parallel
+        self.loss_model = CausalLMLoss(self.model)  # LM head + cross-entropy fused (worker.ml.lm_loss)
+        wrapped = world.wrap(self.loss_model)  # DDP when data-parallel
         self.forward = torch.compile(wrapped) if cfg.compile else wrapped
         self.train_blocks, self.val_blocks = data.train.to(dev), data.val.to(dev)  # (N, T), (M, T) int32
         # One global order of batch_size * world blocks per micro-batch; each rank takes its slice of it.
@@ -262,9 +266,8 @@ class _Run:
         return nullcontext() if dtype is None else torch.autocast(self.device.torch_device.type, dtype=dtype)
 
     def _loss(self, forward, x: torch.Tensor) -> torch.Tensor:
-        x = x.long()  # (B, T)
         with self._autocast():
-            return forward(input_ids=x, labels=x, use_cache=False).loss  # () mean over B*(T-1) tokens
+            return forward(x)  # () mean over the B*(T-1) next-token predictions of x (B, T)
 
     def _micro_batch(self) -> torch.Tensor:
         idx = self.order.next()  # (B * world,)
@@ -296,7 +299,7 @@ class _Run:
         stop = min(len(self.val_blocks), self.cfg.eval_batches * bsz)
         for start in range(0, stop, bsz):
             x = self.val_blocks[start : start + bsz]  # (b, T)
-            total += self._loss(self.model, x).float() * len(x)
+            total += self._loss(self.loss_model, x).float() * len(x)
         self.model.train()
         val_loss = (total / stop).item()
         return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 100.0))}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from shared.db import session_scope
@@ -12,7 +14,8 @@ from shared.models import Dataset, Model, User
 from shared.objcache import get_cache
 from shared.storage import ObjectMissing, get_storage
 from worker.context import JobContext, UserError
-from worker.devices import current_device
+from worker.devices import current_device, reserve_devices
+from worker.ml.common import Device
 from worker.runtime import Handler, KindPolicy, delivery_tag_of, run_job
 
 
@@ -21,21 +24,44 @@ def kind_of(module: str) -> JobKind:
     return next(k for k in KINDS.values() if k.module == module)
 
 
-def policy_of(kind: JobKind, transient: tuple[type[BaseException], ...] = ()) -> KindPolicy:
-    """The runtime policy of ``kind``: the registry's default timeout plus the kind's own transient errors."""
-    return KindPolicy(default_timeout_seconds=kind.default_timeout_seconds, transient=transient)
+def policy_of(
+    kind: JobKind,
+    transient: tuple[type[BaseException], ...] = (),
+    devices: Callable[[dict[str, Any], Any], int] | None = None,
+) -> KindPolicy:
+    """The runtime policy of ``kind``: the registry's default timeout plus the kind's own transient errors and, for a
+    kind that can hold more than one GPU, how many a job holds (:class:`worker.runtime.KindPolicy`)."""
+    return KindPolicy(default_timeout_seconds=kind.default_timeout_seconds, transient=transient, devices=devices)
 
 
 def run_task(request, job_id: str, handler: Handler, policy: KindPolicy) -> str:
-    """Run ``job_id`` for a Celery task ``request``: its worker's name, this host's device, its message's tag."""
+    """Run ``job_id`` for a Celery task ``request``: its worker's name, this host's device, its message's tag; the
+    handler holds the job's GPUs while it runs (:func:`holding_devices`)."""
     return run_job(
         job_id,
-        handler,
+        holding_devices(handler, policy),
         policy,
         worker=request.hostname or "worker",
         device=current_device().name,
         delivery_tag=delivery_tag_of(request),
     )
+
+
+def holding_devices(
+    handler: Handler, policy: KindPolicy, device: Callable[[], Device] = current_device, root: Path | None = None
+) -> Handler:
+    """``handler`` run while its job holds the worker's GPUs (:func:`worker.devices.reserve_devices`): every kind's
+    job takes its device shared (so a multi-GPU job, which takes its GPUs exclusively, never shares one with any
+    other job), ``policy.devices(params, device)`` of them (1 without it). A CPU worker reserves nothing. ``root``:
+    where the lock files are (default: the data dir's ``locks``)."""
+
+    def held(ctx: JobContext):
+        dev = device()
+        n = policy.devices(ctx.params, dev) if policy.devices else 1
+        with reserve_devices(dev, n, wait=ctx.check_stop, root=root):
+            return handler(ctx)
+
+    return held
 
 
 def load_model_row(ctx: JobContext, ref: str, kind: str) -> Model:

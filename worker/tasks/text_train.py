@@ -13,7 +13,7 @@ from shared.textdata import TextDataError, read_documents
 from worker.celery_app import app
 from worker.checkpoint_sync import stored_checkpoints
 from worker.context import JobContext, UserError
-from worker.devices import current_device, reserve_devices
+from worker.devices import current_device
 from worker.ml.common import Device, config_from_params
 from worker.ml.lm_data import DatasetTooSmall
 from worker.ml.lm_models import BlockSizeTooLarge
@@ -32,7 +32,14 @@ from worker.tasks.common import (
 logger = logging.getLogger(__name__)
 
 KIND = kind_of(__name__)
-POLICY = policy_of(KIND)
+
+
+def _devices(params: dict, device: Device) -> int:
+    """GPUs a job holds (worker.tasks.common.holding_devices): one per process."""
+    return _num_processes(TextTrainParams.model_validate(params).num_processes, device)
+
+
+POLICY = policy_of(KIND, devices=_devices)
 
 
 def _texts(ctx: JobContext, dataset_id: str) -> list[str]:
@@ -62,7 +69,7 @@ def handle(ctx: JobContext) -> dict:
             LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size, num_processes=procs
         )
         root = ctx.work_dir / "lm"
-        with reserve_devices(device, procs, wait=ctx.check_stop), stored_checkpoints(ctx, root):
+        with stored_checkpoints(ctx, root):
             result = train_lm(cfg, train, val, root, device, report=ctx.report, log=ctx.log)
     except (DatasetTooSmall, BlockSizeTooLarge) as exc:
         raise UserError("invalid_params", str(exc)) from exc
