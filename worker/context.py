@@ -58,6 +58,9 @@ class JobContext:
     # Why the handler must stop at its next report: "cancelled" / "timeout" / "fenced" (noticed by the heartbeat or a
     # flush) or "shutdown" (the worker got SIGTERM and hands the job back).
     stop_reason: str | None = None
+    settled: str | None = None  # the status the job ended in, when its handler ended it itself (runtime.settle)
+    worker: str = ""  # the worker and device that claimed it (a job joining its batch is claimed for the same)
+    device: str = ""
     _pending: list[dict] = field(default_factory=list)
     _last_flush: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)

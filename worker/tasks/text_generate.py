@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import GenerationResult, ModelKind
 from shared.schemas.params import PromptObject, TextGenerateParams
+from shared.settings import get_settings
 from shared.textdata import TextDataError, read_prompts
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.ml.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, generate
+from worker.ml.continuous import generate_streams
+from worker.ml.gen_base import Stream
+from worker.ml.generate import (
+    CONTINUOUS_MODEL_TYPES,
+    Completion,
+    GenerateConfig,
+    GenerationOOM,
+    PromptItem,
+    generate,
+)
 from worker.model_cache import cache
-from worker.runtime import KindPolicy
+from worker.runtime import KindPolicy, TransientError, claim_more, process, settle
 from worker.tasks.common import hub_online, load_dataset_row, load_model_row, run_task, weights_source
 
 logger = logging.getLogger(__name__)
@@ -79,48 +90,134 @@ def _config(p: TextGenerateParams) -> GenerateConfig:
     )
 
 
-def handle(ctx: JobContext) -> dict:
-    p = TextGenerateParams.model_validate(ctx.params)
-    model = load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)
-    prompts = _prompts(ctx, p)
-    done = _done_indexes(ctx.job_id, p.num_return_sequences)
-    todo = [item for item, _ in prompts if item.index not in done]
-    by_index = {item.index: (item.prompt, pid) for item, pid in prompts}
-    ctx.log(f"{len(prompts)} prompts with {p.model}" + (f"; {len(done)} already done" if done else ""))
-    source = weights_source(model)
-    loads_before = cache.loads
-    try:
-        lm = cache.get(source, ModelKind.CAUSAL_LM, lambda: load_lm(source))
-    except OSError as exc:
-        raise UserError("model_unavailable", f"cannot load {p.model!r} (offline and not cached?): {exc}") from exc
+# The params that decide how rows are sampled: jobs that agree on them (and on the model) can share one batch and
+# still get exactly their texts alone. max_new_tokens and stop are per prompt in the engine; batch_size is a budget.
+BATCH_KEY = ("model", "temperature", "top_k", "top_p", "num_return_sequences", "repetition_penalty", "seed")
+MAX_JOIN = 64  # jobs claimed by one join call at most
 
-    def store(chunk: list[Completion]) -> None:
-        ctx.add_results(
+
+class _Run:
+    """One job's part of a (possibly shared) generation: its prompts, what was stored before, its callbacks."""
+
+    def __init__(self, ctx: JobContext, p: TextGenerateParams, batch_of: str | None = None):
+        self.ctx, self.p, self.batch_of = ctx, p, batch_of
+        self.prompts = _prompts(ctx, p)
+        self.done = _done_indexes(ctx.job_id, p.num_return_sequences)
+        self.todo = [item for item, _ in self.prompts if item.index not in self.done]
+        self.by_index = {item.index: (item.prompt, pid) for item, pid in self.prompts}
+        self.generated = self.new_tokens = 0
+        self.model_cache = "hit"
+        ctx.log(
+            f"{len(self.prompts)} prompts with {p.model}"
+            + (f"; {len(self.done)} already done" if self.done else "")
+            + (f"; in the batch of {batch_of}" if batch_of else "")
+        )
+
+    def store(self, chunk: list[Completion]) -> None:
+        self.ctx.add_results(
             {
                 "prompt_index": c.index,
                 "sequence": c.sequence,
-                "prompt": by_index[c.index][0],
-                "prompt_id": by_index[c.index][1],
+                "prompt": self.by_index[c.index][0],
+                "prompt_id": self.by_index[c.index][1],
                 "text": c.text,
                 "tokens": c.tokens,
                 "finish_reason": c.finish_reason,
             }
             for c in chunk
         )
+        self.generated += len(chunk)
+        self.new_tokens += sum(c.tokens for c in chunk)
 
-    def report(step: int, total: int, **metrics: float) -> None:
-        ctx.report(len(done) + step, len(prompts), **metrics)
+    def report(self, step: int, total: int, **metrics: float) -> None:
+        self.ctx.report(len(self.done) + step, len(self.prompts), **metrics)
 
-    ctx.report(len(done), len(prompts))
-    out = generate(lm, todo, _config(p), report=report, on_chunk=store)
-    return {
-        "prompts": len(prompts),
-        "generated_now": len(out),
-        "new_tokens": sum(c.tokens for c in out),
-        "skipped_done": len(done),
-        "model": p.model,
-        "model_cache": "miss" if cache.loads > loads_before else "hit",
-    }
+    def summary(self) -> dict:
+        out = {
+            "prompts": len(self.prompts),
+            "generated_now": self.generated,
+            "new_tokens": self.new_tokens,
+            "skipped_done": len(self.done),
+            "model": self.p.model,
+            "model_cache": self.model_cache,
+        }
+        if self.batch_of:
+            out["batched_with"] = self.batch_of
+        return out
+
+    def stream(self) -> Stream:
+        self.ctx.report(len(self.done), len(self.prompts))
+        return Stream(self.todo, self.report, self.store, self.end)
+
+    def end(self, error: BaseException | None) -> None:
+        settle(self.ctx, POLICY, summary=None if error else self.summary(), error=error)
+
+
+def _load(ctx: JobContext, p: TextGenerateParams):
+    model = load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)
+    source = weights_source(model)
+    loads_before = cache.loads
+    try:
+        lm = cache.get(source, ModelKind.CAUSAL_LM, lambda: load_lm(source))
+    except OSError as exc:
+        raise UserError("model_unavailable", f"cannot load {p.model!r} (offline and not cached?): {exc}") from exc
+    return source, lm, "miss" if cache.loads > loads_before else "hit"
+
+
+def handle(ctx: JobContext) -> dict | None:
+    p = TextGenerateParams.model_validate(ctx.params)
+    source, lm, cached = _load(ctx, p)
+    run = _Run(ctx, p)
+    run.model_cache = cached
+    cfg = _config(p)
+    if get_settings().coalesce_seconds <= 0 or lm.model.config.model_type not in CONTINUOUS_MODEL_TYPES:
+        run.ctx.report(len(run.done), len(run.prompts))
+        generate(lm, run.todo, cfg, report=run.report, on_chunk=run.store)
+        return run.summary()
+    joiner = _Joiner(run, source, lm)
+    try:
+        generate_streams(lm, [run.stream()], cfg, joiner)
+    except Exception as exc:  # engine-wide (out of memory with one row, a bug): every job of the batch ends with it
+        logger.warning("batch of %s failed: %s", ctx.job_id, exc)
+        for other in joiner.unsettled():
+            other.end(exc)
+        if not ctx.settled:
+            raise
+    return None  # every job of the batch, this one included, was ended by its stream's on_end
+
+
+class _Joiner:
+    """The engine's ``join`` callback: claims queued jobs that can share this batch, while coalescing is open."""
+
+    def __init__(self, first: _Run, source: str, lm):
+        self.first, self.source, self.lm = first, source, lm
+        self.match = first.p.model_dump(mode="json", include=set(BATCH_KEY))
+        self.until = time.monotonic() + get_settings().coalesce_seconds
+        self.runs: list[_Run] = [first]
+
+    def __call__(self, free_rows: int) -> list[Stream]:
+        if time.monotonic() > self.until or process.shutdown_pending:
+            return []
+        limit = min(MAX_JOIN, max(1, free_rows // self.first.p.num_return_sequences))
+        streams = []
+        for ctx in claim_more(self.first.ctx, POLICY, self.match, limit):
+            try:
+                run = self._prepare(ctx)
+                streams.append(run.stream())  # its first report may already see a cancel
+            except Exception as exc:  # noqa: BLE001 - its params, model or dataset: that job alone ends with it
+                settle(ctx, POLICY, error=exc)
+                continue
+            self.runs.append(run)
+        return streams
+
+    def _prepare(self, ctx: JobContext) -> _Run:
+        p = TextGenerateParams.model_validate(ctx.params)
+        if weights_source(load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)) != self.source:
+            raise TransientError(f"{p.model!r} resolves to other weights than its batch's; retried alone")
+        return _Run(ctx, p, batch_of=self.first.ctx.job_id)
+
+    def unsettled(self) -> list[_Run]:
+        return [run for run in self.runs if not run.ctx.settled]
 
 
 @app.task(name="genqueue.text.generate", bind=True)
