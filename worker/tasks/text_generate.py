@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from sqlalchemy import func, select
 
@@ -103,7 +104,17 @@ class _Run:
         self.ctx, self.p, self.batch_of = ctx, p, batch_of
         self.prompts = _prompts(ctx, p)
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences)
-        self.todo = [item for item, _ in self.prompts if item.index not in self.done]
+        # Each prompt carries its job's own limit and stop strings: in a shared batch the engine's config is the
+        # first job's, and these two may differ between the jobs of one batch.
+        self.todo = [
+            replace(
+                item,
+                max_new_tokens=item.max_new_tokens or p.max_new_tokens,
+                stop=tuple(p.stop) if item.stop is None else item.stop,
+            )
+            for item, _ in self.prompts
+            if item.index not in self.done
+        ]
         self.by_index = {item.index: (item.prompt, pid) for item, pid in self.prompts}
         self.generated = self.new_tokens = 0
         self.model_cache = "hit"
