@@ -7,9 +7,10 @@ import time
 from dataclasses import replace
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from shared.db import session_scope
-from shared.models import GenerationResult, ModelKind
+from shared.models import GenerationResult, Job, ModelKind
 from shared.schemas.params import PromptObject, TextGenerateParams
 from shared.settings import get_settings
 from shared.textdata import TextDataError, read_prompts
@@ -95,13 +96,16 @@ def _config(p: TextGenerateParams) -> GenerateConfig:
 # still get exactly their texts alone. max_new_tokens and stop are per prompt in the engine; batch_size is a budget.
 BATCH_KEY = ("model", "temperature", "top_k", "top_p", "num_return_sequences", "repetition_penalty", "seed")
 MAX_JOIN = 64  # jobs claimed by one join call at most
+WATCH_SECONDS = 0.5  # how often the cancel flags of the jobs that joined a batch are read
 
 
 class _Run:
     """One job's part of a (possibly shared) generation: its prompts, what was stored before, its callbacks."""
 
-    def __init__(self, ctx: JobContext, p: TextGenerateParams, batch_of: str | None = None):
-        self.ctx, self.p, self.batch_of = ctx, p, batch_of
+    def __init__(self, ctx: JobContext, p: TextGenerateParams, joiner: _Joiner | None = None):
+        self.ctx, self.p, self.joiner = ctx, p, joiner
+        self.batch_of = joiner.first.ctx.job_id if joiner else None
+        self.reported = -1
         self.prompts = _prompts(ctx, p)
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences)
         # Each prompt carries its job's own limit and stop strings: in a shared batch the engine's config is the
@@ -121,7 +125,7 @@ class _Run:
         ctx.log(
             f"{len(self.prompts)} prompts with {p.model}"
             + (f"; {len(self.done)} already done" if self.done else "")
-            + (f"; in the batch of {batch_of}" if batch_of else "")
+            + (f"; in the batch of {self.batch_of}" if self.batch_of else "")
         )
 
     def store(self, chunk: list[Completion]) -> None:
@@ -141,7 +145,14 @@ class _Run:
         self.new_tokens += sum(c.tokens for c in chunk)
 
     def report(self, step: int, total: int, **metrics: float) -> None:
-        self.ctx.report(len(self.done) + step, len(self.prompts), **metrics)
+        """Progress to the job row; a joined job writes only when it moved (dozens of them share a batch), and
+        its cancel flag is read with every other joined job's in one query (:meth:`_Joiner.watch`)."""
+        if self.joiner is None or step != self.reported:
+            self.reported = step
+            self.ctx.report(len(self.done) + step, len(self.prompts), **metrics)
+        else:
+            self.joiner.watch()
+            self.ctx.check_stop()
 
     def summary(self) -> dict:
         out = {
@@ -205,6 +216,7 @@ class _Joiner:
         self.match = first.p.model_dump(mode="json", include=set(BATCH_KEY))
         self.until = time.monotonic() + get_settings().coalesce_seconds
         self.runs: list[_Run] = [first]
+        self.last_watch = 0.0
 
     def __call__(self, free_rows: int) -> list[Stream]:
         if time.monotonic() > self.until or process.shutdown_pending:
@@ -225,7 +237,24 @@ class _Joiner:
         p = TextGenerateParams.model_validate(ctx.params)
         if weights_source(load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)) != self.source:
             raise TransientError(f"{p.model!r} resolves to other weights than its batch's; retried alone")
-        return _Run(ctx, p, batch_of=self.first.ctx.job_id)
+        return _Run(ctx, p, joiner=self)
+
+    def watch(self) -> None:
+        """Notice cancel requests of the joined jobs (one query, at most every ``WATCH_SECONDS``)."""
+        now = time.monotonic()
+        if now - self.last_watch < WATCH_SECONDS:
+            return
+        self.last_watch = now
+        joined = {run.ctx.job_id: run.ctx for run in self.runs[1:] if not run.ctx.settled}
+        if not joined:
+            return
+        try:
+            with session_scope() as s:
+                asked = s.scalars(select(Job.id).where(Job.id.in_(list(joined)), Job.cancel_requested.is_(True)))
+                for job_id in asked:
+                    joined[job_id].stop_reason = joined[job_id].stop_reason or "cancelled"
+        except OperationalError as exc:  # the database is briefly away: the heartbeat notices the cancel later
+            logger.warning("could not read the cancel flags of the batch of %s: %s", self.first.ctx.job_id, exc)
 
     def unsettled(self) -> list[_Run]:
         return [run for run in self.runs if not run.ctx.settled]
