@@ -170,13 +170,21 @@ def settle(ctx: JobContext, policy: KindPolicy, summary: dict | None = None, err
 
 
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
-    """The terminal, fenced status write (retried through a short database outage)."""
+    """The terminal, fenced status write (retried through a short database outage), in the same transaction as the
+    job's buffered events, progress and deferred results: one commit ends the job."""
 
     def write() -> None:
         with session_scope() as s:
-            lifecycle.finish(s, guard(s, ctx.job_id, ctx.attempt), status, error=error, summary=summary)
+            job = guard(s, ctx.job_id, ctx.attempt)
+            ctx.write_buffered(s, job, taken)
+            lifecycle.finish(s, job, status, error=error, summary=summary)
 
-    ride_out(write, f"finish {ctx.job_id}")
+    taken = ctx.take_buffered()
+    try:
+        ride_out(write, f"finish {ctx.job_id}")
+    except Exception:
+        ctx.restore_buffered(taken)
+        raise
 
 
 def retry_or_fail(ctx: JobContext, code: str, message: str, count_attempt: bool = True) -> JobStatus:
@@ -393,8 +401,7 @@ def _run_claimed(ctx: JobContext, handler: Handler, policy: KindPolicy) -> str:
         summary = handler(ctx)
         if ctx.settled:  # the handler ended the job itself (a batch it shared with other jobs went on after it)
             return ctx.settled
-        ctx.flush()
-        finish(ctx, JobStatus.SUCCEEDED, summary=summary)
+        finish(ctx, JobStatus.SUCCEEDED, summary=summary)  # with the buffered events and results
         return JobStatus.SUCCEEDED
     except Stopped as stop:
         return _stopped(ctx, stop.reason)

@@ -53,7 +53,7 @@ REFILL_FRACTION = 16  # refill once budget/16 slots are free (or none run): pref
 CHUNK_ROWS = 64  # completions per on_chunk call at most (one bounded transaction in the task)
 FLUSH_SECONDS = 1.0  # finished completions wait at most this long before on_chunk
 REPORT_SECONDS = 0.5  # report (where cancel is noticed) at least this often while decoding
-JOIN_SECONDS = 0.05  # ask ``join`` for more streams at most this often while rows decode
+JOIN_SECONDS = 0.2  # ask ``join`` for more streams at most this often while rows decode (one prefill per join)
 
 Join = Callable[[int], list[Stream]]  # join(free_rows) -> streams to add (may be empty)
 
@@ -224,7 +224,8 @@ class ContinuousEngine:
         """Widen the slot buffers for a joining row that needs more KV columns than any before it."""
         if width <= self.width:
             return
-        old, self.width = self.kv, width
+        # geometric growth: jobs arriving one by one with ever longer prompts must not copy the buffers each time
+        old, self.width = self.kv, max(width, min(2 * self.width, self.lm.context_length))
         if old is None:
             return
         keys, values, pos, pending = old.keys, old.values, self.pos, self.pending

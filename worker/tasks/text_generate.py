@@ -107,7 +107,8 @@ class _Run:
         self.batch_of = joiner.first.ctx.job_id if joiner else None
         self.reported = -1
         self.prompts = _prompts(ctx, p)
-        self.done = _done_indexes(ctx.job_id, p.num_return_sequences)
+        # only an earlier attempt can have stored results
+        self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
         # Each prompt carries its job's own limit and stop strings: in a shared batch the engine's config is the
         # first job's, and these two may differ between the jobs of one batch.
         self.todo = [
@@ -129,17 +130,22 @@ class _Run:
         )
 
     def store(self, chunk: list[Completion]) -> None:
+        """Results of finished prompts; the job's last ones wait for its final status write (one commit)."""
+        last = self.generated + len(chunk) == len(self.todo) * self.p.num_return_sequences
         self.ctx.add_results(
-            {
-                "prompt_index": c.index,
-                "sequence": c.sequence,
-                "prompt": self.by_index[c.index][0],
-                "prompt_id": self.by_index[c.index][1],
-                "text": c.text,
-                "tokens": c.tokens,
-                "finish_reason": c.finish_reason,
-            }
-            for c in chunk
+            (
+                {
+                    "prompt_index": c.index,
+                    "sequence": c.sequence,
+                    "prompt": self.by_index[c.index][0],
+                    "prompt_id": self.by_index[c.index][1],
+                    "text": c.text,
+                    "tokens": c.tokens,
+                    "finish_reason": c.finish_reason,
+                }
+                for c in chunk
+            ),
+            defer=last,
         )
         self.generated += len(chunk)
         self.new_tokens += sum(c.tokens for c in chunk)
@@ -216,6 +222,7 @@ class _Joiner:
         self.match = first.p.model_dump(mode="json", include=set(BATCH_KEY))
         self.until = time.monotonic() + get_settings().coalesce_seconds
         self.runs: list[_Run] = [first]
+        self.sources = {first.ctx.owner_id: source}
         self.last_watch = 0.0
 
     def __call__(self, free_rows: int) -> list[Stream]:
@@ -235,7 +242,9 @@ class _Joiner:
 
     def _prepare(self, ctx: JobContext) -> _Run:
         p = TextGenerateParams.model_validate(ctx.params)
-        if weights_source(load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)) != self.source:
+        if ctx.owner_id not in self.sources:  # the same ref may be another model (or none) for another user
+            self.sources[ctx.owner_id] = weights_source(load_model_row(ctx, p.model, ModelKind.CAUSAL_LM))
+        if self.sources[ctx.owner_id] != self.source:
             raise TransientError(f"{p.model!r} resolves to other weights than its batch's; retried alone")
         return _Run(ctx, p, joiner=self)
 
