@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks on a machine with only torch / transformers / numpy (no Postgres, Redis, Celery or Flask there).
 #
-#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation (default: all)
+#   benchmarks/gpu_check.sh [--smoke] [SECTION...]      sections: generation, small_jobs (default: all)
 #
 # generation: GPT-2 124M shape, random weights, bf16 on CUDA, 1024 prompts, the mixed and the uniform workloads:
 # tokens/s of the continuous and static engines and the naive batch-1 loop (timed on 64 prompts), ratios, and
 # the fraction of the H200's KV-bandwidth roof (4.8 TB/s / (mean live context x 36 KiB per token)).
+# small_jobs: cross-job batching in the engine alone: 1,000 one-prompt jobs arriving at random times join the running
+# batch (GPT-2 124M shape, 16 new tokens each), tokens/s against one 1,000-prompt job (benchmarks/engine_small_jobs.py).
 # --smoke: a tiny model on the CPU, a few prompts: checks the script itself on a machine without a GPU.
 # Every step runs under `timeout`, and the whole script stays under 8 minutes on an H200; it starts no servers.
 set -euo pipefail
@@ -18,11 +20,11 @@ sections=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    generation) sections+=("$arg") ;;
-    *) echo "unknown argument: $arg (sections: generation; flag: --smoke)" >&2; exit 2 ;;
+    generation|small_jobs) sections+=("$arg") ;;
+    *) echo "unknown argument: $arg (sections: generation, small_jobs; flag: --smoke)" >&2; exit 2 ;;
   esac
 done
-[ ${#sections[@]} -eq 0 ] && sections=(generation)
+[ ${#sections[@]} -eq 0 ] && sections=(generation small_jobs)
 
 children=()
 cleanup() { for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -47,6 +49,16 @@ generation() {
     common=(--size gpt2-124m --device cuda --prompts 1024 --naive yes --naive-prompts 64 --roof)
     run 200 "$PY" -m benchmarks.generation --workload mixed "${common[@]}"
     run 200 "$PY" -m benchmarks.generation --workload uniform "${common[@]}"
+  fi
+}
+
+small_jobs() {
+  if [ $smoke -eq 1 ]; then
+    run 300 "$PY" -m benchmarks.engine_small_jobs --size tiny --device cpu --jobs 40 --tokens 8
+  elif "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    run 150 "$PY" -m benchmarks.engine_small_jobs --size gpt2-124m --device cuda --jobs 1000 --tokens 16
+  else
+    echo "GPU not measured: no device"
   fi
 }
 
