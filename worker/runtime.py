@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
 
+JOINED_IDS = 10_000  # how many joined job ids a pool process remembers (their messages are dropped on arrival)
 HUNG_EXIT_CODE = 75  # a pool process ended because its job ran past its timeout without stopping
 
 
@@ -163,6 +164,8 @@ def settle(ctx: JobContext, policy: KindPolicy, summary: dict | None = None, err
         status = _run_claimed(ctx, outcome, policy)
     finally:
         process.release(ctx)
+    if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):  # handed back, or fenced off
+        process.joined_ids.pop(ctx.job_id, None)  # (rescued): its next message must be run, not dropped
     ctx.settled = status
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown" and ctx is not process.running:
         _publish_quietly(ctx.job_id)  # (run_job publishes the job it claimed itself)
@@ -291,6 +294,9 @@ class ProcessState:
     def __init__(self) -> None:
         self.running: JobContext | None = None
         self.joined: list[JobContext] = []  # jobs that joined the running job's batch (cross-job batching)
+        # Jobs this process ran in another job's batch: their own broker messages, still queued, are dropped
+        # without a database round trip when they arrive (a requeued job leaves this set before it is published).
+        self.joined_ids: dict[str, None] = {}
         self._joined_lock = threading.Lock()
         self.claiming = False
         self.shutdown_pending = False
@@ -303,6 +309,9 @@ class ProcessState:
     def adopt(self, ctx: JobContext) -> None:
         with self._joined_lock:
             self.joined.append(ctx)
+            self.joined_ids[ctx.job_id] = None
+            while len(self.joined_ids) > JOINED_IDS:
+                del self.joined_ids[next(iter(self.joined_ids))]
         if self.shutdown_pending and ctx.stop_reason is None:
             ctx.stop_reason = "shutdown"
 
@@ -361,6 +370,9 @@ def run_job(
     ``delivery_tag`` (the broker message's) is renewed by the heartbeat while the job runs, so the broker's
     visibility timeout never hands the message to another worker while this one is alive.
     """
+    if job_id in process.joined_ids:
+        logger.info("job %s already ran in another job's batch here; message dropped", job_id)
+        return "skipped"
     process.install_sigterm_handler()
     process.claiming, process.shutdown_pending = True, False
     try:
