@@ -106,6 +106,8 @@ class _Run:
         self.ctx, self.p, self.joiner = ctx, p, joiner
         self.batch_of = joiner.first.ctx.job_id if joiner else None
         self.reported = -1
+        if joiner is not None:  # a joined job's first log line and progress wait for its first write (fewer commits)
+            ctx._last_flush = time.monotonic()
         self.prompts = _prompts(ctx, p)
         # only an earlier attempt can have stored results
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
@@ -174,7 +176,7 @@ class _Run:
         return out
 
     def stream(self) -> Stream:
-        self.ctx.report(len(self.done), len(self.prompts))
+        self.report(0, len(self.todo))
         return Stream(self.todo, self.report, self.store, self.end)
 
     def end(self, error: BaseException | None) -> None:
@@ -229,8 +231,13 @@ class _Joiner:
         if time.monotonic() > self.until or process.shutdown_pending:
             return []
         limit = min(MAX_JOIN, max(1, free_rows // self.first.p.num_return_sequences))
+        try:
+            joined = claim_more(self.first.ctx, POLICY, self.match, limit)
+        except OperationalError as exc:  # the database is briefly away: the batch goes on without new jobs
+            logger.warning("could not claim jobs into the batch of %s: %s", self.first.ctx.job_id, exc)
+            return []
         streams = []
-        for ctx in claim_more(self.first.ctx, POLICY, self.match, limit):
+        for ctx in joined:
             try:
                 run = self._prepare(ctx)
                 streams.append(run.stream())  # its first report may already see a cancel
