@@ -72,8 +72,9 @@ def test_queued_jobs_of_one_model_share_a_batch_and_keep_everything_their_own(
 
 def test_cancelling_one_job_of_a_batch_leaves_the_others_untouched(client, tiny_model, held_queue, worker):
     model = tiny_model.name
-    # two rows in flight (the first job's batch_size): the victim's rows are still to do when it is cancelled
-    long_one = submit(client, [f"L{i}" for i in range(10)], model=model, max_new_tokens=90, batch_size=2)
+    # two rows in flight (the first job's batch_size), both the first job's: none of its rows wait, so the others
+    # join at once, and the victim's rows are still to do when it is cancelled
+    long_one = submit(client, [f"L{i}" for i in range(2)], model=model, max_new_tokens=90, batch_size=2)
     victim = submit(client, [f"V{i}" for i in range(40)], model=model, max_new_tokens=90)
     short = [submit(client, [f"short {k}"], model=model) for k in range(4)]
     worker.consume(True)
