@@ -49,7 +49,8 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.generation
-	$(PY) -m benchmarks.queue
+	$(PY) -m benchmarks.queue_overhead
+	$(PY) -m benchmarks.small_jobs
 	$(PY) -m benchmarks.train_lm
 	$(PY) -m benchmarks.train_gan
 

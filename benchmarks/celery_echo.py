@@ -1,4 +1,4 @@
-"""A bare Celery app with a no-op task: the baseline round trip for benchmarks/queue.py."""
+"""A bare Celery app with a no-op task: the baseline round trip for benchmarks/queue_overhead.py."""
 
 from __future__ import annotations
 

@@ -17,11 +17,12 @@ in the same transaction; it is published once the caller commits. The caller com
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import webhooks
@@ -77,6 +78,93 @@ def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: i
         s.add(status_event(job, f"running (attempt {job.attempt} on {worker}, {device})", worker=worker, device=device))
         webhooks.record(s, job, JobStatus.RUNNING)
     return job
+
+
+# Queued jobs of one kind whose params contain :match, due, on one queue, best first (priority, then age), locked
+# without waiting; then at most :cap running per owner (counting what already runs), then :limit of them claimed.
+_CLAIM_BATCH = """
+WITH candidates AS (
+    SELECT id, owner_id, priority, created_at FROM jobs
+    WHERE status = 'queued' AND kind = :kind AND queue = :queue AND params @> CAST(:match AS jsonb)
+      AND NOT jsonb_exists_any(params, CAST(:without AS text[]))
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY priority DESC, created_at, id
+    LIMIT :scan
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT c.id, c.priority, c.created_at,
+           row_number() OVER (PARTITION BY c.owner_id ORDER BY c.priority DESC, c.created_at, c.id) AS nth,
+           (SELECT count(*) FROM jobs r
+             WHERE r.owner_id = c.owner_id AND r.status IN ('running', 'cancelling')) AS already
+    FROM candidates c
+), chosen AS (
+    SELECT id FROM ranked WHERE :cap <= 0 OR already + nth <= :cap
+    ORDER BY priority DESC, created_at, id
+    LIMIT :limit
+)
+UPDATE jobs SET status = 'running', started_at = coalesce(jobs.started_at, now()),
+    lease_expires_at = now() + make_interval(secs => :lease), heartbeat_at = now(), worker = :worker,
+    device = :device, not_before = NULL, timeout_seconds = coalesce(jobs.timeout_seconds, :default_timeout),
+    updated_at = now()
+FROM chosen WHERE jobs.id = chosen.id
+RETURNING jobs.*
+"""
+
+
+def claim_batch(
+    s: Session,
+    *,
+    kind: str,
+    queue: str,
+    match: dict[str, Any],
+    without: tuple[str, ...] = (),
+    limit: int,
+    cap: int,
+    worker: str,
+    device: str,
+    lease_seconds: int,
+    default_timeout: int,
+) -> list[Job]:
+    """Claim up to ``limit`` queued jobs of ``kind`` on ``queue`` whose params contain ``match`` (and none of the
+    keys ``without``), in one statement.
+
+    ``FOR UPDATE SKIP LOCKED`` over the due jobs in priority order (then oldest first); with ``cap`` > 0 an owner
+    gets at most ``cap`` jobs running, counting those already running. Each claimed job gets what :func:`claim`
+    gives one: ``running``, a lease, its timeout, a status event, its webhook outbox row. The caller commits.
+    """
+    if limit <= 0:
+        return []
+    params = {"kind": kind, "queue": queue, "match": json.dumps(match), "without": list(without)}
+    if cap > 0:  # the per-owner locks of the single claim (worker/admission.py), taken in one order: no deadlock
+        owners = (
+            select(Job.owner_id)
+            .where(Job.status == JobStatus.QUEUED, Job.kind == kind, Job.queue == queue)
+            .where(Job.params.contains(match))
+            .distinct()
+            .order_by(Job.owner_id)
+        )
+        for owner in s.scalars(owners):
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext('genqueue-running:' || :owner))"), {"owner": owner})
+    stmt = text(_CLAIM_BATCH).bindparams(
+        **params,
+        scan=max(limit * 4, 64),
+        limit=limit,
+        cap=cap,
+        lease=float(lease_seconds),
+        worker=worker,
+        device=device,
+        default_timeout=default_timeout,
+    )
+    jobs = list(s.scalars(select(Job).from_statement(stmt)))
+    jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
+    for job in jobs:
+        s.add(
+            status_event(
+                job, f"running (attempt {job.attempt} on {worker}, {device}; batched)", worker=worker, device=device
+            )
+        )
+        webhooks.record(s, job, JobStatus.RUNNING)
+    return jobs
 
 
 def finish(s: Session, job: Job, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_queued_per_user: int = Field(1000, description="a user's jobs waiting in `queued` (429 above; 0: off)")
     max_running_per_user: int = Field(0, description="a user's jobs running at once, enforced by the claim (0: off)")
     max_attempts: int = Field(3, description="default attempts per job (a job's `max_attempts` param overrides)")
+    coalesce_seconds: float = Field(
+        30.0, ge=0, description="how long a text.generate batch keeps admitting other queued jobs of its model (0: off)"
+    )
     lease_seconds: int = Field(60, description="a running job's lease; a worker silent this long is presumed lost")
     heartbeat_seconds: int = Field(10, description="how often a running job renews its lease")
     rescue_interval_seconds: int = Field(15, description="how often the rescuer and reconciler run (at most 5 s)")

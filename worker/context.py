@@ -59,7 +59,11 @@ class JobContext:
     # Why the handler must stop at its next report: "cancelled" / "timeout" / "fenced" (noticed by the heartbeat or a
     # flush) or "shutdown" (the worker got SIGTERM and hands the job back).
     stop_reason: str | None = None
+    settled: str | None = None  # the status the job ended in, when its handler ended it itself (runtime.settle)
+    worker: str = ""  # the worker and device that claimed it (a job joining its batch is claimed for the same)
+    device: str = ""
     _pending: list[dict] = field(default_factory=list)
+    _results: list[dict] = field(default_factory=list)  # results deferred to the next flush or the final status write
     _last_flush: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _progress: tuple[int, int] | None = None
@@ -103,29 +107,46 @@ class JobContext:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered events and progress in one fenced transaction; notice cancellation."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            progress = self._progress
-        self._last_flush = time.monotonic()
+        """Write buffered events, results and progress in one fenced transaction; notice cancellation."""
+
+        def write() -> None:
+            with session_scope() as s:
+                job = guard(s, self.job_id, self.attempt, get_settings().lease_seconds)
+                self.write_buffered(s, job, taken)
+                if job.cancel_requested and self.stop_reason is None:
+                    self.stop_reason = "cancelled"
+
+        taken = self.take_buffered()
         try:
-            ride_out(lambda: self._write(pending, progress), f"flush {self.job_id}")
+            ride_out(write, f"flush {self.job_id}")
         except Fenced:
             raise
         except Exception:
-            with self._lock:  # keep the events for a later flush
-                self._pending[:0] = pending
+            self.restore_buffered(taken)  # keep them for a later flush
             raise
 
-    def _write(self, pending: list[dict], progress: tuple[int, int] | None) -> None:
-        with session_scope() as s:
-            job = guard(s, self.job_id, self.attempt, get_settings().lease_seconds)
-            if progress is not None:
-                job.progress_done, job.progress_total = progress
-            if pending:
-                s.execute(insert(JobEvent), [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending])
-            if job.cancel_requested and self.stop_reason is None:
-                self.stop_reason = "cancelled"
+    def take_buffered(self) -> tuple[list[dict], tuple[int, int] | None, list[dict]]:
+        """What waits to be written (events, progress, deferred results), taken out of the buffers."""
+        with self._lock:
+            taken = (self._pending, self._progress, self._results)
+            self._pending, self._results = [], []
+        self._last_flush = time.monotonic()
+        return taken
+
+    def restore_buffered(self, taken: tuple[list[dict], tuple[int, int] | None, list[dict]]) -> None:
+        with self._lock:
+            self._pending[:0] = taken[0]
+            self._results[:0] = taken[2]
+
+    def write_buffered(self, s, job, taken: tuple[list[dict], tuple[int, int] | None, list[dict]]) -> None:
+        """Write what :meth:`take_buffered` took, in the caller's fenced transaction (``job`` is its guarded row)."""
+        pending, progress, results = taken
+        if progress is not None:
+            job.progress_done, job.progress_total = progress
+        if pending:
+            s.execute(insert(JobEvent), [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending])
+        if results:
+            s.execute(pg_insert(GenerationResult).values(results).on_conflict_do_nothing())
 
     @property
     def deadline_passed(self) -> bool:
@@ -145,10 +166,18 @@ class JobContext:
             raise Stopped(self.stop_reason)
 
     # -- outputs ---------------------------------------------------------------------------------------------
-    def add_results(self, rows: Iterable[dict]) -> int:
-        """Insert generation results; a row already stored (same prompt index and sequence) is skipped."""
+    def add_results(self, rows: Iterable[dict], defer: bool = False) -> int:
+        """Insert generation results; a row already stored (same prompt index and sequence) is skipped.
+
+        ``defer``: keep them for the next flush or the final status write (one transaction instead of two, for a
+        job's last results); returns 0 then.
+        """
         rows = [{"job_id": self.job_id, "attempt": self.attempt, **_pg_safe(r)} for r in rows]
         if not rows:
+            return 0
+        if defer:
+            with self._lock:
+                self._results.extend(rows)
             return 0
 
         def write() -> int:

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
 
+JOINED_IDS = 10_000  # how many joined job ids a pool process remembers (their messages are dropped on arrival)
 HUNG_EXIT_CODE = 75  # a pool process ended because its job ran past its timeout without stopping
 
 
@@ -108,14 +109,88 @@ def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobConte
         )
 
 
+def _context(job: Job) -> JobContext:
+    return JobContext(
+        job_id=job.id,
+        attempt=job.attempt,
+        kind=job.kind,
+        owner_id=job.owner_id,
+        params=dict(job.params),
+        started_at=job.started_at,
+        timeout_seconds=job.timeout_seconds,
+    )
+
+
+def claim_more(ctx: JobContext, policy: KindPolicy, match: dict[str, Any], limit: int) -> list[JobContext]:
+    """Claim up to ``limit`` more queued jobs of ``ctx``'s kind whose params contain ``match`` (cross-job batching).
+
+    One statement (:func:`shared.lifecycle.claim_batch`): priority order, the per-user running cap, ``not_before``.
+    Each claimed job is adopted at once (its lease is renewed with the running job's, SIGTERM hands it back); the
+    caller runs it and ends it with :func:`settle`.
+    """
+    settings = get_settings()
+    with session_scope() as s:
+        queue = s.scalar(select(Job.queue).where(Job.id == ctx.job_id))
+        jobs = lifecycle.claim_batch(
+            s,
+            kind=ctx.kind,
+            queue=queue,
+            match=match,
+            without=(testhooks.PARAM,),  # a job with a fault-injection hook runs alone, as the hook expects
+            limit=limit,
+            cap=settings.max_running_per_user,
+            worker=ctx.worker,
+            device=ctx.device,
+            lease_seconds=settings.lease_seconds,
+            default_timeout=policy.default_timeout_seconds,
+        )
+        contexts = [_context(job) for job in jobs]
+    for joined in contexts:
+        joined.worker, joined.device = ctx.worker, ctx.device
+        process.adopt(joined)
+    return contexts
+
+
+def settle(ctx: JobContext, policy: KindPolicy, summary: dict | None = None, error: BaseException | None = None) -> str:
+    """End a job its handler ran itself (a job that joined another's batch): the status ``run_job`` would write.
+
+    ``error`` is what stopped it (``Stopped``, ``UserError``, a transient error, …) or None for success. A job
+    handed back on shutdown is published again at once. Returns the status written (or ``fenced``).
+    """
+
+    def outcome(_: JobContext) -> dict | None:
+        if error is not None:
+            raise error
+        return summary
+
+    try:
+        status = _run_claimed(ctx, outcome, policy)
+    finally:
+        process.release(ctx)
+    if status not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):  # handed back, or fenced off
+        process.joined_ids.pop(ctx.job_id, None)  # (rescued): its next message must be run, not dropped
+    ctx.settled = status
+    if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown" and ctx is not process.running:
+        _publish_quietly(ctx.job_id)  # (run_job publishes the job it claimed itself)
+    return status
+
+
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
-    """The terminal, fenced status write (retried through a short database outage)."""
+    """The terminal, fenced status write (retried through a short database outage), in the same transaction as the
+    job's buffered events, progress and deferred results: one commit ends the job."""
 
     def write() -> None:
         with session_scope() as s:
-            lifecycle.finish(s, guard(s, ctx.job_id, ctx.attempt), status, error=error, summary=summary)
+            job = guard(s, ctx.job_id, ctx.attempt)
+            ctx.write_buffered(s, job, taken)
+            lifecycle.finish(s, job, status, error=error, summary=summary)
 
-    ride_out(write, f"finish {ctx.job_id}")
+    taken = ctx.take_buffered()
+    try:
+        ride_out(write, f"finish {ctx.job_id}")
+    except Exception:
+        ctx.restore_buffered(taken)
+        raise
 
 
 def retry_or_fail(ctx: JobContext, code: str, message: str, count_attempt: bool = True) -> JobStatus:
@@ -152,19 +227,25 @@ class LeaseKeeper(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            try:
-                with session_scope() as s:
-                    job = guard(s, self.ctx.job_id, self.ctx.attempt, get_settings().lease_seconds)
-                    if job.cancel_requested and self.ctx.stop_reason is None:
-                        self.ctx.stop_reason = "cancelled"
-            except Fenced:
-                self.ctx.stop_reason = "fenced"
-                return
-            except Exception as exc:  # noqa: BLE001 - the DB may be briefly down; the lease has slack
-                logger.warning("lease renewal for %s failed: %s", self.ctx.job_id, exc)
+            for ctx in process.leased(self.ctx):  # the job this task claimed, and those that joined its batch
+                self._renew(ctx)
             self._touch_delivery()
-            if self.ctx.deadline_passed:
-                self._enforce_timeout()
+
+    def _renew(self, ctx: JobContext) -> None:
+        if ctx.stop_reason == "fenced" or ctx.settled:
+            return
+        try:
+            with session_scope() as s:
+                job = guard(s, ctx.job_id, ctx.attempt, get_settings().lease_seconds)
+                if job.cancel_requested and ctx.stop_reason is None:
+                    ctx.stop_reason = "cancelled"
+        except Fenced:
+            ctx.stop_reason = "fenced"
+            return
+        except Exception as exc:  # noqa: BLE001 - the DB may be briefly down; the lease has slack
+            logger.warning("lease renewal for %s failed: %s", ctx.job_id, exc)
+        if ctx.deadline_passed:
+            self._enforce_timeout(ctx)
 
     def _touch_delivery(self) -> None:
         """Keep this job's broker message invisible while the job runs (item: no redelivery to a live worker)."""
@@ -179,8 +260,7 @@ class LeaseKeeper(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - Redis briefly down: the claim absorbs a redelivery anyway
             logger.warning("could not renew the delivery of %s: %s", self.ctx.job_id, exc)
 
-    def _enforce_timeout(self) -> None:
-        ctx = self.ctx
+    def _enforce_timeout(self, ctx: JobContext) -> None:
         if ctx.stop_reason is None:
             ctx.stop_reason = "timeout"
         over = (utcnow() - ctx.started_at).total_seconds() - ctx.timeout_seconds
@@ -216,6 +296,11 @@ class ProcessState:
 
     def __init__(self) -> None:
         self.running: JobContext | None = None
+        self.joined: list[JobContext] = []  # jobs that joined the running job's batch (cross-job batching)
+        # Jobs this process ran in another job's batch: their own broker messages, still queued, are dropped
+        # without a database round trip when they arrive (a requeued job leaves this set before it is published).
+        self.joined_ids: dict[str, None] = {}
+        self._joined_lock = threading.Lock()
         self.claiming = False
         self.shutdown_pending = False
         # Set in Celery pool processes (worker/celery_app.py): only there may the heartbeat end a hung job's process,
@@ -224,11 +309,31 @@ class ProcessState:
         self._previous_sigterm: Any = None
         self._sigterm_installed = False
 
+    def adopt(self, ctx: JobContext) -> None:
+        with self._joined_lock:
+            self.joined.append(ctx)
+            self.joined_ids[ctx.job_id] = None
+            while len(self.joined_ids) > JOINED_IDS:
+                del self.joined_ids[next(iter(self.joined_ids))]
+        if self.shutdown_pending and ctx.stop_reason is None:
+            ctx.stop_reason = "shutdown"
+
+    def release(self, ctx: JobContext) -> None:
+        with self._joined_lock:
+            self.joined = [one for one in self.joined if one is not ctx]
+
+    def leased(self, ctx: JobContext) -> list[JobContext]:
+        """``ctx`` and every job that joined its batch: the heartbeat renews them all."""
+        with self._joined_lock:
+            return [ctx, *self.joined]
+
     def on_sigterm(self, signum: int, frame: Any) -> None:
         ctx = self.running
         if ctx is not None:
-            if ctx.stop_reason is None:
-                ctx.stop_reason = "shutdown"
+            self.shutdown_pending = True
+            for one in self.leased(ctx):
+                if one.stop_reason is None:
+                    one.stop_reason = "shutdown"
             return
         if self.claiming:
             self.shutdown_pending = True  # the job, once claimed, is handed back at its first report
@@ -268,6 +373,9 @@ def run_job(
     ``delivery_tag`` (the broker message's) is renewed by the heartbeat while the job runs, so the broker's
     visibility timeout never hands the message to another worker while this one is alive.
     """
+    if job_id in process.joined_ids:
+        logger.info("job %s already ran in another job's batch here; message dropped", job_id)
+        return "skipped"
     process.install_sigterm_handler()
     process.claiming, process.shutdown_pending = True, False
     try:
@@ -275,6 +383,7 @@ def run_job(
         if ctx is None:
             logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
             return "skipped"
+        ctx.worker, ctx.device = worker, device
         keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds, delivery_tag)
         keeper.start()
         process.running = ctx
@@ -284,23 +393,30 @@ def run_job(
             status = _run_claimed(ctx, testhooks.wrap(handler), policy)
         finally:
             process.running = None
+            with process._joined_lock:  # a joined job its handler left unsettled: its lease expires, it is rescued
+                process.joined = []
             keeper.stop()
     finally:
         process.claiming = False
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown":
-        logger.warning("%s handed back on shutdown (attempt %d)", job_id, ctx.attempt)
-        try:
-            publish_now(job_id)
-        except Exception as exc:  # noqa: BLE001 - the reconciler publishes it on its next pass
-            logger.warning("could not publish %s after handing it back: %s", job_id, exc)
+        _publish_quietly(job_id)
     return status
+
+
+def _publish_quietly(job_id: str) -> None:
+    logger.warning("%s handed back on shutdown", job_id)
+    try:
+        publish_now(job_id)
+    except Exception as exc:  # noqa: BLE001 - the reconciler publishes it on its next pass
+        logger.warning("could not publish %s after handing it back: %s", job_id, exc)
 
 
 def _run_claimed(ctx: JobContext, handler: Handler, policy: KindPolicy) -> str:
     try:
         summary = handler(ctx)
-        ctx.flush()
-        finish(ctx, JobStatus.SUCCEEDED, summary=summary)
+        if ctx.settled:  # the handler ended the job itself (a batch it shared with other jobs went on after it)
+            return ctx.settled
+        finish(ctx, JobStatus.SUCCEEDED, summary=summary)  # with the buffered events and results
         return JobStatus.SUCCEEDED
     except Stopped as stop:
         return _stopped(ctx, stop.reason)

@@ -73,14 +73,27 @@ def _tokenizer(path: str):
     return Tokenizer.from_file(path)
 
 
-def _token_counts(model: Model, texts: list[str]) -> list[int] | None:
-    """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models)."""
+def _token_counts(model: Model, texts: list[str], rooms: list[int]) -> list[int] | None:
+    """Prompt lengths in the model's tokens, when its tokenizer is on disk (None for uncached hub models).
+
+    A byte-level BPE (GPT-2's) never makes more tokens than a text has UTF-8 bytes, so a prompt no longer in bytes
+    than its room surely fits and is not tokenized (its count is given as its byte length): a 10,000-prompt job of
+    ordinary prompts is admitted without tokenizing any of them.
+    """
     path = stored_file(model, "tokenizer.json")
     if path is None or not path.exists():
         return None
     with _tokenizer_lock:
-        encodings = _tokenizer(str(path)).encode_batch(texts, add_special_tokens=False)
-    return [len(e.ids) for e in encodings]
+        tokenizer = _tokenizer(str(path))
+        sizes = [len(t.encode()) for t in texts]
+        if type(tokenizer.pre_tokenizer).__name__ == "ByteLevel":
+            todo = [i for i, (n, room) in enumerate(zip(sizes, rooms, strict=True)) if n > room]
+        else:
+            todo = list(range(len(texts)))
+        encodings = tokenizer.encode_batch([texts[i] for i in todo], add_special_tokens=False) if todo else []
+    for i, e in zip(todo, encodings, strict=True):
+        sizes[i] = len(e.ids)
+    return sizes
 
 
 def check_text_generate(s: Session, user: User, p: TextGenerateParams) -> dict:
@@ -121,7 +134,7 @@ def _check_prompt_lengths(model: Model, texts: list[str], room: int | list[int])
     long_chars = [i for i, t in enumerate(texts) if len(t) > max_chars]
     if long_chars:
         raise field_error("prompts", f"prompt {long_chars[0]} is over {max_chars} characters")
-    counts = _token_counts(model, texts)
+    counts = _token_counts(model, texts, rooms)
     if counts is None:  # byte-level BPE: never more tokens than UTF-8 bytes, so short prompts surely fit
         counts = [len(t.encode()) if len(t.encode()) > r else 0 for t, r in zip(texts, rooms, strict=True)]
         too_long = [i for i, n in enumerate(counts) if n > 4 * rooms[i]]  # only certain overflows are refused here

@@ -8,6 +8,12 @@ step attends over views, never gathers. New prompts are prefilled, right-padded 
 step. Each row samples from uniforms hashed from (seed, prompt index, sequence, token number)
 (:func:`worker.ml.sampling.row_uniforms`), so its text does not depend on its batch-mates. On out-of-memory the
 rows in flight go back to the queue (front) and the budget halves; a restarted row draws the same samples.
+
+Several jobs can share one engine (cross-job batching): each is a :class:`~worker.ml.gen_base.Stream` with its own
+prompts and callbacks, and ``join(free_rows)`` (given by the task layer, which claims more jobs) is asked between
+steps for more streams, whose rows join at the next step. A stream's callbacks only ever see its own rows; one that
+raises ends that stream only (its rows leave the batch, ``on_end`` gets the exception); a stream without ``on_end``
+(a job running alone) propagates it, as before.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from worker.ml.gen_base import (
     Encoded,
     GenerateConfig,
     GenerationOOM,
+    Stream,
+    encode,
     eos_ids,
     finish,
     first_stop,
@@ -45,6 +53,9 @@ REFILL_FRACTION = 16  # refill once budget/16 slots are free (or none run): pref
 CHUNK_ROWS = 64  # completions per on_chunk call at most (one bounded transaction in the task)
 FLUSH_SECONDS = 1.0  # finished completions wait at most this long before on_chunk
 REPORT_SECONDS = 0.5  # report (where cancel is noticed) at least this often while decoding
+JOIN_SECONDS = 0.2  # ask ``join`` for more streams at most this often while rows decode (one prefill per join)
+
+Join = Callable[[int], list[Stream]]  # join(free_rows) -> streams to add (may be empty)
 
 
 def kv_bytes_per_token(lm: LoadedLM) -> int:
@@ -79,12 +90,32 @@ def _available_ram() -> int:
 
 @dataclass
 class _Row:
-    """One decoded sequence of one prompt."""
+    """One decoded sequence of one prompt of one stream."""
 
     enc: Encoded
     sequence: int
     min_new: int
+    stream: _Live
     out: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.stream.number, self.enc.item.index
+
+
+@dataclass(eq=False)
+class _Live:
+    """A stream in the engine: its finished prompts not yet handed over, its progress, its rows still to decode."""
+
+    stream: Stream
+    number: int
+    total: int
+    rows_left: int
+    partial: dict[int, list[Completion]] = field(default_factory=dict)
+    ready: list[Completion] = field(default_factory=list)
+    done: int = 0
+    new_tokens: int = 0
+    start: float = field(default_factory=time.monotonic)
 
 
 class _SlotCache:
@@ -109,36 +140,59 @@ class _SlotCache:
 
 
 class ContinuousEngine:
-    """Runs one job's rows through the slots; see the module docstring."""
+    """Runs the rows of one or more streams through the slots; see the module docstring."""
 
-    def __init__(self, lm: LoadedLM, encoded: list[Encoded], cfg: GenerateConfig, report: Report, on_chunk):
-        self.lm, self.cfg, self.report, self.on_chunk = lm, cfg, report, on_chunk
+    def __init__(
+        self,
+        lm: LoadedLM,
+        streams: list[Stream],
+        cfg: GenerateConfig,
+        join: Join | None = None,
+        encoded: list[list[Encoded]] | None = None,
+    ):
+        self.lm, self.cfg, self.join = lm, cfg, join
         self.dev = lm.device.torch_device
         self.eos = eos_ids(lm)
         self.eos_t = torch.tensor(sorted(self.eos), device=self.dev, dtype=torch.long)
-        self.width = max(len(e.ids) + e.max_new_tokens - 1 for e in encoded)  # KV columns a row can need
+        self.waiting: deque[_Row] = deque()
+        self.live: list[_Live] = []
+        self.numbered = 0
+        pre = encoded or [None] * len(streams)  # streams already encoded by the caller
+        widths = [_width(e) for stream, enc in zip(streams, pre, strict=True) for e in self._add(stream, enc)]
+        self.width = max(widths, default=1)  # KV columns a row can need (grows when a longer row joins)
         self.budget = rows_in_flight(lm, cfg, self.width)
-        copies = cfg.decoded_sequences
-        self.waiting = deque(
-            _Row(e, s, min(cfg.min_new_tokens, e.max_new_tokens)) for e in encoded for s in range(copies)
-        )
         self.slots: list[_Row] = []
         self.kv: _SlotCache | None = None
-        self.total = len(encoded)
-        self.partial: dict[int, list[Completion]] = {}
-        self.ready: list[Completion] = []
         self.results: list[Completion] = []
-        self.done = self.new_tokens = 0
-        self.start = self.last_flush = self.last_report = time.monotonic()
+        self.new_tokens = 0
+        self.start = self.last_flush = self.last_report = self.last_join = time.monotonic()
+
+    def _add(self, stream: Stream, encoded: list[Encoded] | None = None) -> list[Encoded]:
+        """Queue a stream's rows (behind those waiting); a stream whose prompts cannot be encoded ends at once."""
+        if encoded is None:
+            try:
+                encoded = encode(self.lm, stream.items, self.cfg)
+            except ValueError as exc:
+                self._end(_Live(stream, self.numbered, 0, 0), exc)
+                return []
+        copies = self.cfg.decoded_sequences
+        live = _Live(stream, self.numbered, len(encoded), len(encoded) * copies)
+        self.numbered += 1
+        self.live.append(live)
+        min_new = self.cfg.min_new_tokens
+        self.waiting.extend(_Row(e, k, min(min_new, e.max_new_tokens), live) for e in encoded for k in range(copies))
+        return encoded
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def run(self) -> list[Completion]:
         logger.debug("continuous batching: %d rows, budget %d, width %d", len(self.waiting), self.budget, self.width)
         with torch.inference_mode(), _autocast(self.lm.device):
-            while self.waiting or self.slots:
+            while self.waiting or self.slots or self._joined(final=True):
                 tokens = None
                 try:
                     self._admit()
+                    if not self.slots:
+                        continue
                     tokens = self._step()
                 except RuntimeError as exc:
                     if not is_oom(exc):
@@ -151,8 +205,43 @@ class ContinuousEngine:
         self._flush(force=True)
         return self.results
 
+    def _joined(self, final: bool = False) -> bool:
+        """Ask ``join`` for more streams (throttled while rows decode); True if some rows were added."""
+        if self.join is None:
+            return False
+        now = time.monotonic()
+        if not final and now - self.last_join < JOIN_SECONDS:
+            return False
+        self.last_join = now
+        before = len(self.waiting)
+        for stream in self.join(max(1, self.budget - len(self.slots))):
+            for enc in self._add(stream):
+                self._fit(_width(enc))
+        self._flush(force=False)  # a joined stream with nothing left to do ends now
+        return len(self.waiting) > before
+
+    def _fit(self, width: int) -> None:
+        """Widen the slot buffers for a joining row that needs more KV columns than any before it."""
+        if width <= self.width:
+            return
+        # geometric growth: jobs arriving one by one with ever longer prompts must not copy the buffers each time
+        old, self.width = self.kv, max(width, min(2 * self.width, self.lm.context_length))
+        if old is None:
+            return
+        keys, values, pos, pending = old.keys, old.values, self.pos, self.pending
+        history = self.history if self.cfg.repetition_penalty != 1 else None
+        self._allocate(keys[0])
+        for i in range(len(keys)):
+            self.kv.keys[i][:, :, : keys[i].shape[2]] = keys[i]
+            self.kv.values[i][:, :, : values[i].shape[2]] = values[i]
+        self.pos[:], self.pending[:] = pos, pending
+        if history is not None:
+            self.history[:, : history.shape[1]] = history
+
     def _admit(self) -> None:
         free = self.budget - len(self.slots)
+        if not self.waiting and free > 0:
+            self._joined()
         if not self.waiting or free <= 0 or (self.slots and free < max(1, self.budget // REFILL_FRACTION)):
             return
         rows = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
@@ -210,12 +299,12 @@ class ContinuousEngine:
     def _prefill(self, rows: list[_Row]) -> None:
         """Prefill every prompt of ``rows`` but its last token into slots ``A..A+n-1`` (one forward per micro-batch)."""
         first = len(self.slots)
-        by_prompt: dict[int, list[int]] = {}
+        by_prompt: dict[tuple[int, int], list[int]] = {}  # (stream, prompt index) -> its rows' slots
         for k, row in enumerate(rows):
-            by_prompt.setdefault(row.enc.item.index, []).append(first + k)
-        prompts = sorted({r.enc.item.index: r.enc for r in rows}.values(), key=lambda e: len(e.ids))
+            by_prompt.setdefault(row.key, []).append(first + k)
+        prompts = sorted({r.key: (r.key, r.enc) for r in rows}.values(), key=lambda ke: len(ke[1].ids))
         micro = PREFILL_MICRO_BATCH["cuda" if self.lm.device.is_cuda else "cpu"]
-        long_ones = [e for e in prompts if len(e.ids) > 1]  # one-token prompts have nothing to prefill
+        long_ones = [ke for ke in prompts if len(ke[1].ids) > 1]  # one-token prompts have nothing to prefill
         for s in range(0, len(long_ones), micro):
             self._prefill_batch(long_ones[s : s + micro], by_prompt)
         if self.kv is None:
@@ -229,8 +318,8 @@ class ContinuousEngine:
                 self.history[slot] = ids[0]
                 self.history[slot, : len(ids)] = torch.tensor(ids, device=self.dev)
 
-    def _prefill_batch(self, batch: list[Encoded], by_prompt: dict[int, list[int]]) -> None:
-        prefixes = [e.ids[:-1] for e in batch]
+    def _prefill_batch(self, batch: list[tuple[tuple[int, int], Encoded]], by_prompt: dict) -> None:
+        prefixes = [e.ids[:-1] for _, e in batch]
         w = max(len(p) for p in prefixes)
         pad = self.lm.tokenizer.pad_token_id
         input_ids = torch.tensor([p + [pad] * (w - len(p)) for p in prefixes], device=self.dev)  # (b, w), right-padded
@@ -238,8 +327,8 @@ class ContinuousEngine:
         layers = out.past_key_values.layers
         if self.kv is None:
             self._allocate(layers[0].keys)
-        src = torch.tensor([j for j, e in enumerate(batch) for _ in by_prompt[e.item.index]], device=self.dev)
-        dst = torch.tensor([slot for e in batch for slot in by_prompt[e.item.index]], device=self.dev)
+        src = torch.tensor([j for j, (key, _) in enumerate(batch) for _ in by_prompt[key]], device=self.dev)
+        dst = torch.tensor([slot for key, _ in batch for slot in by_prompt[key]], device=self.dev)
         for i, layer in enumerate(layers):
             self.kv.keys[i][dst, :, :w] = layer.keys[src]  # (n, H, w, D); pad columns are masked, then overwritten
             self.kv.values[i][dst, :, :w] = layer.values[src]
@@ -313,36 +402,95 @@ class ContinuousEngine:
         return [s for s, text in zip(check, texts, strict=True) if first_stop(text, self.slots[s].enc.stop) is not None]
 
     def _retire(self, slot: int) -> None:
+        row = self._release(slot)
+        enc, live = row.enc, row.stream
+        live.rows_left -= 1
+        live.new_tokens += len(row.out)
+        text, tokens, reason = finish(self.lm.tokenizer, row.out, self.eos, enc.max_new_tokens, enc.stop)
+        copies = self.cfg.num_return_sequences // self.cfg.decoded_sequences  # greedy: one decoded, all copied
+        done = live.partial.setdefault(enc.item.index, [])
+        done.extend(Completion(enc.item.index, row.sequence + k, text, tokens, reason) for k in range(copies))
+        if len(done) == self.cfg.num_return_sequences:  # a prompt goes out only whole (a retry skips whole prompts)
+            live.ready.extend(sorted(live.partial.pop(enc.item.index), key=lambda c: c.sequence))
+            live.done += 1
+
+    def _release(self, slot: int) -> _Row:
+        """Free ``slot`` (the last active row moves into it); returns the row it held."""
         row = self.slots[slot]
         last = len(self.slots) - 1
         if slot != last:
             self._move(last, slot)
         self.slots.pop()
-        enc = row.enc
-        text, tokens, reason = finish(self.lm.tokenizer, row.out, self.eos, enc.max_new_tokens, enc.stop)
-        copies = self.cfg.num_return_sequences // self.cfg.decoded_sequences  # greedy: one decoded, all copied
-        done = self.partial.setdefault(enc.item.index, [])
-        done.extend(Completion(enc.item.index, row.sequence + k, text, tokens, reason) for k in range(copies))
-        if len(done) == self.cfg.num_return_sequences:  # a prompt goes out only whole (a retry skips whole prompts)
-            self.ready.extend(sorted(self.partial.pop(enc.item.index), key=lambda c: c.sequence))
-            self.done += 1
+        return row
 
+    # -- handing over ---------------------------------------------------------------------------------------------
     def _flush(self, force: bool) -> None:
-        """Hand finished prompts to ``on_chunk`` in bounded chunks, then ``report`` (which may raise Stopped)."""
+        """Hand finished prompts to each stream's ``on_chunk`` in bounded chunks, then its ``report``; end the
+        streams that are complete."""
         now = time.monotonic()
-        due = force or len(self.ready) >= CHUNK_ROWS or (self.ready and now - self.last_flush >= FLUSH_SECONDS)
-        if due and self.ready:
-            while self.ready:
-                chunk, self.ready = self.ready[:CHUNK_ROWS], self.ready[CHUNK_ROWS:]
-                self.results.extend(chunk)
-                if self.on_chunk is not None:
-                    self.on_chunk(chunk)
+        ready = sum(len(live.ready) for live in self.live)
+        due = force or ready >= CHUNK_ROWS or (ready and now - self.last_flush >= FLUSH_SECONDS)
+        complete = any(live.rows_left == 0 for live in self.live)
+        reporting = due or force or complete or now - self.last_report >= REPORT_SECONDS
+        if due and ready:
             self.last_flush = now
-        elif not (force or now - self.last_report >= REPORT_SECONDS):
-            return
-        self.last_report = now
-        delivered = self.done - len(self.ready) // self.cfg.num_return_sequences  # ready holds whole prompts
-        self.report(delivered, self.total, tokens_per_s=self.new_tokens / max(now - self.start, 1e-9))
+        if reporting:
+            self.last_report = now
+        for live in list(self.live):
+            if live.rows_left == 0 or (due and live.ready):
+                if not self._call(live, self._hand_over, live):
+                    continue
+            if live.rows_left == 0:
+                self.live.remove(live)
+                self._end(live, None)
+            elif reporting:
+                self._call(live, self._report, live, now)
+
+    def _hand_over(self, live: _Live) -> None:
+        while live.ready:
+            chunk, live.ready = live.ready[:CHUNK_ROWS], live.ready[CHUNK_ROWS:]
+            if live.stream.on_chunk is not None:
+                live.stream.on_chunk(chunk)
+            self.results.extend(chunk)
+        if live.rows_left == 0:
+            self._report(live, time.monotonic())
+
+    def _report(self, live: _Live, now: float) -> None:
+        rate = (live.new_tokens + sum(len(r.out) for r in self.slots if r.stream is live)) / max(now - live.start, 1e-9)
+        live.stream.report(live.done, live.total, tokens_per_s=rate)
+
+    def _call(self, live: _Live, fn, *args) -> bool:
+        """Run one of a stream's callbacks; if it raises, the stream ends (its rows leave) and False is returned."""
+        try:
+            fn(*args)
+            return True
+        except Exception as exc:
+            if live.stream.on_end is None:
+                raise  # a job running alone: as before, its Stopped / Fenced / error leaves the engine
+            self._drop(live)
+            self._end(live, exc)
+            return False
+
+    def _drop(self, live: _Live) -> None:
+        """Take every row of ``live`` out of the batch (waiting and in flight); the others go on untouched."""
+        self.waiting = deque(r for r in self.waiting if r.stream is not live)
+        for slot in reversed(range(len(self.slots))):
+            if self.slots[slot].stream is live:
+                self._release(slot)
+        live.partial.clear()
+        live.ready.clear()
+        if live in self.live:
+            self.live.remove(live)
+
+    def _end(self, live: _Live, error: BaseException | None) -> None:
+        if live.stream.on_end is not None:
+            live.stream.on_end(error)
+        elif error is not None:
+            raise error
+
+
+def _width(enc: Encoded) -> int:
+    return len(enc.ids) + enc.max_new_tokens - 1
 
 
 def generate_continuous(
@@ -352,8 +500,17 @@ def generate_continuous(
     report: Report,
     on_chunk: Callable[[list[Completion]], None] | None,
 ) -> list[Completion]:
-    """Generate every row of ``encoded`` with continuous batching; completions in the order they finished."""
-    return ContinuousEngine(lm, encoded, cfg, report, on_chunk).run()
+    """Generate every row of ``encoded`` (one job) with continuous batching; completions in the order they finished."""
+    stream = Stream([e.item for e in encoded], report, on_chunk)
+    return ContinuousEngine(lm, [stream], cfg, encoded=[encoded]).run()
+
+
+def generate_streams(lm: LoadedLM, streams: list[Stream], cfg: GenerateConfig, join: Join | None) -> list[Completion]:
+    """Several jobs' streams in one batch, more joining between steps through ``join``; see the module docstring.
+
+    Each stream ends through its ``on_end``; only an engine-wide failure (out of memory with one row) raises.
+    """
+    return ContinuousEngine(lm, streams, cfg, join).run()
 
 
 def _autocast(device: Device):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +80,21 @@ class GenerateConfig:
     def decoded_sequences(self) -> int:
         """Sequences actually decoded per prompt: greedy ones are all the same, so one is decoded and copied."""
         return 1 if self.greedy else self.num_return_sequences
+
+
+@dataclass(eq=False)
+class Stream:
+    """One job's prompts in a batch shared with other jobs (cross-job batching); its callbacks see only its rows.
+
+    ``on_end(None)`` once every prompt was handed to ``on_chunk``; ``on_end(exc)`` when a callback of this stream
+    raised ``exc`` or its prompts cannot be generated (then its rows left the batch, the other streams go on).
+    Without ``on_end`` (a job running alone) such an exception propagates out of the engine.
+    """
+
+    items: Sequence[PromptItem]
+    report: Callable[..., None]
+    on_chunk: Callable[[list[Completion]], None] | None = None
+    on_end: Callable[[BaseException | None], None] | None = None
 
 
 @dataclass

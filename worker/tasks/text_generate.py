@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from shared.db import session_scope
-from shared.models import GenerationResult, ModelKind
+from shared.models import GenerationResult, Job, ModelKind
 from shared.schemas.params import PromptObject, TextGenerateParams
+from shared.settings import get_settings
 from shared.textdata import TextDataError, read_prompts
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.ml.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, generate
+from worker.ml.continuous import generate_streams
+from worker.ml.gen_base import Stream
+from worker.ml.generate import (
+    CONTINUOUS_MODEL_TYPES,
+    Completion,
+    GenerateConfig,
+    GenerationOOM,
+    PromptItem,
+    generate,
+)
 from worker.model_cache import cache
+from worker.runtime import TransientError, claim_more, process, settle
 from worker.tasks.common import (
     hub_online,
     kind_of,
@@ -87,48 +101,188 @@ def _config(p: TextGenerateParams) -> GenerateConfig:
     )
 
 
-def handle(ctx: JobContext) -> dict:
-    p = TextGenerateParams.model_validate(ctx.params)
+# The params that decide how rows are sampled: jobs that agree on them (and on the model) can share one batch and
+# still get exactly their texts alone. max_new_tokens and stop are per prompt in the engine; batch_size is a budget.
+BATCH_KEY = ("model", "temperature", "top_k", "top_p", "num_return_sequences", "repetition_penalty", "seed")
+MAX_JOIN = 64  # jobs claimed by one join call at most
+WATCH_SECONDS = 0.5  # how often the cancel flags of the jobs that joined a batch are read
+
+
+class _Run:
+    """One job's part of a (possibly shared) generation: its prompts, what was stored before, its callbacks."""
+
+    def __init__(self, ctx: JobContext, p: TextGenerateParams, joiner: _Joiner | None = None):
+        self.ctx, self.p, self.joiner = ctx, p, joiner
+        self.batch_of = joiner.first.ctx.job_id if joiner else None
+        self.reported = -1
+        if joiner is not None:  # a joined job's first log line and progress wait for its first write (fewer commits)
+            ctx._last_flush = time.monotonic()
+        self.prompts = _prompts(ctx, p)
+        # only an earlier attempt can have stored results
+        self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
+        # Each prompt carries its job's own limit and stop strings: in a shared batch the engine's config is the
+        # first job's, and these two may differ between the jobs of one batch.
+        self.todo = [
+            replace(
+                item,
+                max_new_tokens=item.max_new_tokens or p.max_new_tokens,
+                stop=tuple(p.stop) if item.stop is None else item.stop,
+            )
+            for item, _ in self.prompts
+            if item.index not in self.done
+        ]
+        self.by_index = {item.index: (item.prompt, pid) for item, pid in self.prompts}
+        self.generated = self.new_tokens = 0
+        self.model_cache = "hit"
+        ctx.log(
+            f"{len(self.prompts)} prompts with {p.model}"
+            + (f"; {len(self.done)} already done" if self.done else "")
+            + (f"; in the batch of {self.batch_of}" if self.batch_of else "")
+        )
+
+    def store(self, chunk: list[Completion]) -> None:
+        """Results of finished prompts; the job's last ones wait for its final status write (one commit)."""
+        last = self.generated + len(chunk) == len(self.todo) * self.p.num_return_sequences
+        self.ctx.add_results(
+            (
+                {
+                    "prompt_index": c.index,
+                    "sequence": c.sequence,
+                    "prompt": self.by_index[c.index][0],
+                    "prompt_id": self.by_index[c.index][1],
+                    "text": c.text,
+                    "tokens": c.tokens,
+                    "finish_reason": c.finish_reason,
+                }
+                for c in chunk
+            ),
+            defer=last,
+        )
+        self.generated += len(chunk)
+        self.new_tokens += sum(c.tokens for c in chunk)
+
+    def report(self, step: int, total: int, **metrics: float) -> None:
+        """Progress to the job row; a joined job writes only when it moved (dozens of them share a batch), and
+        its cancel flag is read with every other joined job's in one query (:meth:`_Joiner.watch`)."""
+        if self.joiner is None or step != self.reported:
+            self.reported = step
+            self.ctx.report(len(self.done) + step, len(self.prompts), **metrics)
+        else:
+            self.joiner.watch()
+            self.ctx.check_stop()
+
+    def summary(self) -> dict:
+        out = {
+            "prompts": len(self.prompts),
+            "generated_now": self.generated,
+            "new_tokens": self.new_tokens,
+            "skipped_done": len(self.done),
+            "model": self.p.model,
+            "model_cache": self.model_cache,
+        }
+        if self.batch_of:
+            out["batched_with"] = self.batch_of
+        return out
+
+    def stream(self) -> Stream:
+        self.report(0, len(self.todo))
+        return Stream(self.todo, self.report, self.store, self.end)
+
+    def end(self, error: BaseException | None) -> None:
+        settle(self.ctx, POLICY, summary=None if error else self.summary(), error=error)
+
+
+def _load(ctx: JobContext, p: TextGenerateParams):
     model = load_model_row(ctx, p.model, ModelKind.CAUSAL_LM)
-    prompts = _prompts(ctx, p)
-    done = _done_indexes(ctx.job_id, p.num_return_sequences)
-    todo = [item for item, _ in prompts if item.index not in done]
-    by_index = {item.index: (item.prompt, pid) for item, pid in prompts}
-    ctx.log(f"{len(prompts)} prompts with {p.model}" + (f"; {len(done)} already done" if done else ""))
     source = weights_source(model)
     loads_before = cache.loads
     try:
         lm = cache.get(source, ModelKind.CAUSAL_LM, lambda: load_lm(source))
     except OSError as exc:
         raise UserError("model_unavailable", f"cannot load {p.model!r} (offline and not cached?): {exc}") from exc
+    return source, lm, "miss" if cache.loads > loads_before else "hit"
 
-    def store(chunk: list[Completion]) -> None:
-        ctx.add_results(
-            {
-                "prompt_index": c.index,
-                "sequence": c.sequence,
-                "prompt": by_index[c.index][0],
-                "prompt_id": by_index[c.index][1],
-                "text": c.text,
-                "tokens": c.tokens,
-                "finish_reason": c.finish_reason,
-            }
-            for c in chunk
-        )
 
-    def report(step: int, total: int, **metrics: float) -> None:
-        ctx.report(len(done) + step, len(prompts), **metrics)
+def handle(ctx: JobContext) -> dict | None:
+    p = TextGenerateParams.model_validate(ctx.params)
+    source, lm, cached = _load(ctx, p)
+    run = _Run(ctx, p)
+    run.model_cache = cached
+    cfg = _config(p)
+    if get_settings().coalesce_seconds <= 0 or lm.model.config.model_type not in CONTINUOUS_MODEL_TYPES:
+        run.ctx.report(len(run.done), len(run.prompts))
+        generate(lm, run.todo, cfg, report=run.report, on_chunk=run.store)
+        return run.summary()
+    joiner = _Joiner(run, source, lm)
+    try:
+        generate_streams(lm, [run.stream()], cfg, joiner)
+    except Exception as exc:  # engine-wide (out of memory with one row, a bug): every job of the batch ends with it
+        logger.warning("batch of %s failed: %s", ctx.job_id, exc)
+        for other in joiner.unsettled():
+            other.end(exc)
+        if not ctx.settled:
+            raise
+    return None  # every job of the batch, this one included, was ended by its stream's on_end
 
-    ctx.report(len(done), len(prompts))
-    out = generate(lm, todo, _config(p), report=report, on_chunk=store)
-    return {
-        "prompts": len(prompts),
-        "generated_now": len(out),
-        "new_tokens": sum(c.tokens for c in out),
-        "skipped_done": len(done),
-        "model": p.model,
-        "model_cache": "miss" if cache.loads > loads_before else "hit",
-    }
+
+class _Joiner:
+    """The engine's ``join`` callback: claims queued jobs that can share this batch, while coalescing is open."""
+
+    def __init__(self, first: _Run, source: str, lm):
+        self.first, self.source, self.lm = first, source, lm
+        self.match = first.p.model_dump(mode="json", include=set(BATCH_KEY))
+        self.until = time.monotonic() + get_settings().coalesce_seconds
+        self.runs: list[_Run] = [first]
+        self.sources = {first.ctx.owner_id: source}
+        self.last_watch = 0.0
+
+    def __call__(self, free_rows: int) -> list[Stream]:
+        if time.monotonic() > self.until or process.shutdown_pending:
+            return []
+        limit = min(MAX_JOIN, max(1, free_rows // self.first.p.num_return_sequences))
+        try:
+            joined = claim_more(self.first.ctx, POLICY, self.match, limit)
+        except OperationalError as exc:  # the database is briefly away: the batch goes on without new jobs
+            logger.warning("could not claim jobs into the batch of %s: %s", self.first.ctx.job_id, exc)
+            return []
+        streams = []
+        for ctx in joined:
+            try:
+                run = self._prepare(ctx)
+                streams.append(run.stream())  # its first report may already see a cancel
+            except Exception as exc:  # noqa: BLE001 - its params, model or dataset: that job alone ends with it
+                settle(ctx, POLICY, error=exc)
+                continue
+            self.runs.append(run)
+        return streams
+
+    def _prepare(self, ctx: JobContext) -> _Run:
+        p = TextGenerateParams.model_validate(ctx.params)
+        if ctx.owner_id not in self.sources:  # the same ref may be another model (or none) for another user
+            self.sources[ctx.owner_id] = weights_source(load_model_row(ctx, p.model, ModelKind.CAUSAL_LM))
+        if self.sources[ctx.owner_id] != self.source:
+            raise TransientError(f"{p.model!r} resolves to other weights than its batch's; retried alone")
+        return _Run(ctx, p, joiner=self)
+
+    def watch(self) -> None:
+        """Notice cancel requests of the joined jobs (one query, at most every ``WATCH_SECONDS``)."""
+        now = time.monotonic()
+        if now - self.last_watch < WATCH_SECONDS:
+            return
+        self.last_watch = now
+        joined = {run.ctx.job_id: run.ctx for run in self.runs[1:] if not run.ctx.settled}
+        if not joined:
+            return
+        try:
+            with session_scope() as s:
+                asked = s.scalars(select(Job.id).where(Job.id.in_(list(joined)), Job.cancel_requested.is_(True)))
+                for job_id in asked:
+                    joined[job_id].stop_reason = joined[job_id].stop_reason or "cancelled"
+        except OperationalError as exc:  # the database is briefly away: the heartbeat notices the cancel later
+            logger.warning("could not read the cancel flags of the batch of %s: %s", self.first.ctx.job_id, exc)
+
+    def unsettled(self) -> list[_Run]:
+        return [run for run in self.runs if not run.ctx.settled]
 
 
 @app.task(name=KIND.task, bind=True)

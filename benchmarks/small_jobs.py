@@ -1,0 +1,105 @@
+"""Many small jobs vs one big one: cross-job batching through the whole platform, and the idle-worker start latency.
+
+Tiny GPT-2, 200 prompts of 16 new tokens, one worker process (warm model cache):
+
+(a) one ``text.generate`` job with all 200 prompts;
+(b) 200 one-prompt jobs, submitted concurrently through the HTTP API by 16 client threads; they share the worker's
+    running batch (cross-job batching), each with its own results and status.
+
+Prints each wall time (first submit → last job seen finished) and ``ratio one-job/many-jobs wall`` (1.00: the small
+jobs cost what the big one does). Then 50 sequential one-token jobs on the idle, warm worker: submit → start
+(``started_at - created_at``) p50 / p99. Everything it starts is stopped on success, failure or Ctrl-C.
+
+    python -m benchmarks.small_jobs [--prompts 200] [--tokens 16] [--threads 16] [--sequential 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.live import Platform, pct, seconds
+from tests.tiny import make_tiny_gpt2
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Small job {i}: the module's documentation says" for i in range(n)]
+
+
+def one_job(p: Platform, model: str, n: int, tokens: int) -> float:
+    t0 = time.perf_counter()
+    body = {"kind": "text.generate", "params": {"model": model, "prompts": prompts(n), "max_new_tokens": tokens}}
+    job = p.http.post(f"{p.base}/jobs", json=body, timeout=120).json()
+    (done,) = p.wait_jobs([job["id"]])
+    assert done["status"] == "succeeded", done
+    return time.perf_counter() - t0
+
+
+def many_jobs(p: Platform, model: str, n: int, tokens: int, threads: int) -> tuple[float, int]:
+    def submit(text: str) -> str:
+        body = {"kind": "text.generate", "params": {"model": model, "prompts": [text], "max_new_tokens": tokens}}
+        resp = p.http.post(f"{p.base}/jobs", json=body, timeout=120)
+        resp.raise_for_status()
+        return resp.json()["id"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        ids = list(pool.map(submit, prompts(n)))
+    submitted = time.perf_counter() - t0
+    jobs = p.wait_jobs(ids)
+    wall = time.perf_counter() - t0
+    assert all(j["status"] == "succeeded" for j in jobs), [j for j in jobs if j["status"] != "succeeded"][:1]
+    first = min(seconds(j["created_at"]) for j in jobs)
+    wait = [seconds(j["started_at"]) - seconds(j["created_at"]) for j in jobs]
+    run = [seconds(j["finished_at"]) - seconds(j["started_at"]) for j in jobs]
+    print(
+        f"    (b) all submitted after {submitted:.2f} s; created->started p50 {pct(wait, 0.5):.2f} s, max "
+        f"{max(wait):.2f} s; started->finished p50 {pct(run, 0.5):.2f} s, max {max(run):.2f} s; last finished "
+        f"{max(seconds(j['finished_at']) for j in jobs) - first:.2f} s after the first submit"
+    )
+    return wall, sum(1 for j in jobs if j["summary"].get("batched_with"))
+
+
+def start_latency(p: Platform, model: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        body = {"kind": "text.generate", "params": {"model": model, "prompts": ["hi"], "max_new_tokens": 1}}
+        job = p.http.post(f"{p.base}/jobs", json=body, timeout=60).json()
+        (done,) = p.wait_jobs([job["id"]])
+        out.append(seconds(done["started_at"]) - seconds(done["created_at"]))
+        time.sleep(0.2)  # the worker is idle again when the next one comes
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--sequential", type=int, default=50)
+    args = ap.parse_args()
+    with Platform(prefix="gq-small-jobs-") as p:
+        from shared.registration import register_local_model
+
+        model = register_local_model("bench-tiny", str(make_tiny_gpt2(p.root / "tiny"))).name
+        user = p.stack.make_user("bench")
+        p.worker("bench")
+        p.web(user.token)
+        one_job(p, model, 4, args.tokens)  # warm: the worker loads the model once
+        big = one_job(p, model, args.prompts, args.tokens)
+        small, batched = many_jobs(p, model, args.prompts, args.tokens, args.threads)
+        lat = start_latency(p, model, args.sequential) if args.sequential else []
+    print(f"{args.prompts} prompts of {args.tokens} new tokens, tiny GPT-2, one worker process")
+    print(f"(a) one job of {args.prompts} prompts      : {big:6.2f} s")
+    print(f"(b) {args.prompts} one-prompt jobs ({args.threads} threads): {small:6.2f} s ({batched} joined a batch)")
+    print(f"ratio one-job/many-jobs wall: {big / small:.2f}")
+    if lat:
+        print(
+            f"submit->start on an idle warm worker ({len(lat)} sequential jobs): p50 {pct(lat, 0.5) * 1000:.0f} ms, "
+            f"p99 {pct(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Cross-job batching in the continuous engine: several jobs' streams share one batch, more join between steps."""
+
+from __future__ import annotations
+
+import pytest
+
+import worker.ml.continuous as continuous
+from tests.tiny import make_tiny_gpt2
+from tests.unit.test_generate import PROMPTS, texts
+from worker.ml.common import Stopped, pick_device
+from worker.ml.gen_base import GenerateConfig, PromptItem, Stream
+from worker.ml.generate import generate
+from worker.ml.lm_loading import load_causal_lm
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return load_causal_lm(str(make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))), pick_device("cpu"))
+
+
+class Job:
+    """What the task layer keeps per job: its chunks, its reports, how it ended."""
+
+    def __init__(self, items: list[PromptItem], stop_at_report: int | None = None):
+        self.items, self.chunks, self.reports, self.ends = items, [], [], []
+        self.stop_at_report = stop_at_report
+        self.stream = Stream(items, self.report, self.chunks.append, self.ends.append)
+
+    def report(self, step: int, total: int, **metrics: float) -> None:
+        self.reports.append((step, total))
+        if self.stop_at_report is not None and len(self.reports) >= self.stop_at_report:
+            raise Stopped("cancelled")
+
+    @property
+    def out(self):
+        return [c for chunk in self.chunks for c in chunk]
+
+
+def one_prompt_jobs(n: int, limit: int | None = None) -> list[Job]:
+    return [Job([PromptItem(0, PROMPTS[k % len(PROMPTS)], max_new_tokens=limit)]) for k in range(n)]
+
+
+def run_joining(lm, first: Job, later: list[Job], cfg: GenerateConfig, after_steps: int) -> list[int]:
+    """Run ``first``; ``later`` are handed to ``join`` once ``after_steps`` decode steps ran. Rows per step back."""
+    steps: list[int] = []
+    real = continuous.ContinuousEngine._step
+
+    def counting(self):
+        steps.append(len(self.slots))
+        return real(self)
+
+    pending = list(later)
+
+    def join(free: int) -> list[Stream]:
+        assert free >= 1
+        if len(steps) < after_steps or not pending:
+            return []
+        taken = pending[:free]
+        del pending[:free]
+        return [j.stream for j in taken]
+
+    continuous.ContinuousEngine._step = counting
+    try:
+        continuous.generate_streams(lm, [first.stream], cfg, join)
+    finally:
+        continuous.ContinuousEngine._step = real
+    return steps
+
+
+def test_jobs_joining_mid_decode_get_exactly_their_texts_alone(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "JOIN_SECONDS", 0.0)
+    cfg = GenerateConfig(max_new_tokens=12, min_new_tokens=12, seed=5, num_return_sequences=2, batch_size=16)
+    first = Job([PromptItem(i, p) for i, p in enumerate(PROMPTS[:3])])
+    later = one_prompt_jobs(6)
+    later.append(Job([PromptItem(0, PROMPTS[1], max_new_tokens=40)]))  # needs wider KV rows than any before it
+    steps = run_joining(lm, first, later, cfg, after_steps=4)
+    assert steps[:4] == [6, 6, 6, 6] and max(steps) > 6  # they joined while the first job's rows decoded
+    for job in [first, *later]:
+        alone = generate(lm, job.items, cfg)
+        assert texts(job.out) == texts(alone)  # same prompt index 0 in several jobs: each gets its own text
+        assert job.ends == [None]
+        assert job.reports[-1] == (len(job.items), len(job.items))
+    assert len(later[-1].out[0].text) > 0 and later[-1].out[0].tokens == 40
+
+
+def test_cancelling_one_job_leaves_the_others_untouched(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "JOIN_SECONDS", 0.0)
+    monkeypatch.setattr(continuous, "REPORT_SECONDS", 0.0)
+    cfg = GenerateConfig(max_new_tokens=30, min_new_tokens=30, seed=2, batch_size=8)
+    first = Job([PromptItem(0, PROMPTS[4])])
+    later = one_prompt_jobs(3)
+    later[1] = Job([PromptItem(0, PROMPTS[6]), PromptItem(1, PROMPTS[7])], stop_at_report=3)
+    run_joining(lm, first, later, cfg, after_steps=1)
+    cancelled = later[1]
+    assert len(cancelled.ends) == 1 and isinstance(cancelled.ends[0], Stopped) and cancelled.out == []
+    for job in (first, later[0], later[2]):
+        assert job.ends == [None]
+        assert texts(job.out) == texts(generate(lm, job.items, cfg))
+
+
+def test_a_job_with_bad_input_fails_alone(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "JOIN_SECONDS", 0.0)
+    cfg = GenerateConfig(max_new_tokens=8, seed=1, batch_size=4)
+    first = Job([PromptItem(0, PROMPTS[0])])
+    bad = Job([PromptItem(0, "x", max_new_tokens=lm.context_length)])  # leaves no room for the prompt
+    good = Job([PromptItem(0, PROMPTS[3])])
+    empty = Job([])  # every prompt already stored by an earlier attempt
+    run_joining(lm, first, [bad, good, empty], cfg, after_steps=1)
+    assert len(bad.ends) == 1 and isinstance(bad.ends[0], ValueError) and "no room" in str(bad.ends[0])
+    assert first.ends == good.ends == empty.ends == [None]
+    assert texts(good.out) == texts(generate(lm, good.items, cfg))
+
+
+def test_a_job_running_alone_still_propagates_its_stop(lm):
+    cfg = GenerateConfig(max_new_tokens=30, min_new_tokens=30, batch_size=2)
+    job = Job([PromptItem(0, PROMPTS[0])], stop_at_report=1)
+    alone = Stream(job.items, job.report, job.chunks.append)  # no on_end: the engine raises, as for one job
+
+    with pytest.raises(Stopped):
+        continuous.ContinuousEngine(lm, [alone], cfg, encoded=None).run()
