@@ -1,7 +1,7 @@
 """text.tag results (tag_results), the hub tagger base models (bert-base-cased, dslim/bert-base-NER)
 
 Revision ID: i15a
-Revises: 16a1
+Revises: i14a
 Create Date: 2026-12-02 06:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "i15a"
-down_revision: str | None = "16a1"
+down_revision: str | None = "i14a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
