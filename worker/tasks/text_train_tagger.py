@@ -9,6 +9,7 @@ from shared.models import ModelKind
 from shared.schemas.tagger import TextTrainTaggerParams
 from shared.tagdata import Sentence, TagDataError, read_sentences
 from worker.celery_app import app
+from worker.checkpoint_sync import stored_checkpoints
 from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.ml.common import config_from_params
@@ -53,12 +54,21 @@ def handle(ctx: JobContext) -> dict:
         f"training a tagger from {base_name} on {len(train)} sentences" + (f", {len(val)} to validate" if val else "")
     )
     cfg = config_from_params(TaggerTrainConfig, p.model_dump(), base_model=base, local_files_only=not hub_online())
+    root = ctx.work_dir / "tagger"
     try:
-        result = train_tagger(cfg, train, val, ctx.work_dir / "tagger", current_device(), ctx.report, ctx.log)
+        with stored_checkpoints(ctx, root):  # resumes from the job's stored checkpoint, on any host
+            result = train_tagger(cfg, train, val, root, current_device(), ctx.report, ctx.log)
     except (TooFewSentences, TaggerLoadError) as exc:
         raise UserError("invalid_params", str(exc)) from exc
     except OSError as exc:  # a hub base model that is neither cached nor reachable
         raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
+    try:
+        return _register(ctx, p, result, base_name)
+    finally:
+        ctx.drop_work_dir()
+
+
+def _register(ctx: JobContext, p: TextTrainTaggerParams, result, base_name: str) -> dict:
     name = unique_model_name(p.name, f"tagger-{ctx.job_id[-8:]}")
     model_id = register_model(
         ctx,
