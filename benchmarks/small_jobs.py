@@ -16,8 +16,12 @@ jobs cost what the big one does). Then 50 sequential one-token jobs on the idle,
 from __future__ import annotations
 
 import argparse
+import hashlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import requests
 
 from benchmarks.live import Platform, pct, seconds
 from tests.tiny import make_tiny_gpt2
@@ -37,9 +41,21 @@ def one_job(p: Platform, model: str, n: int, tokens: int) -> float:
 
 
 def many_jobs(p: Platform, model: str, n: int, tokens: int, threads: int) -> tuple[float, int]:
+    local = threading.local()  # a requests.Session per client thread (a Session is not thread-safe)
+
     def submit(text: str) -> str:
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+            local.http.headers.update(p.http.headers)
         body = {"kind": "text.generate", "params": {"model": model, "prompts": [text], "max_new_tokens": tokens}}
-        resp = p.http.post(f"{p.base}/jobs", json=body, timeout=120)
+        key = {"Idempotency-Key": hashlib.sha256(text.encode()).hexdigest()[:32]}  # a retried POST makes no twin
+        for attempt in range(3):
+            try:
+                resp = local.http.post(f"{p.base}/jobs", json=body, headers=key, timeout=120)
+                break
+            except requests.ConnectionError:  # a keep-alive connection the server closed meanwhile
+                if attempt == 2:
+                    raise
         resp.raise_for_status()
         return resp.json()["id"]
 
