@@ -5,7 +5,9 @@ The loop is deliberately plain, and each choice below was measured (README "Perf
 sits on the critical path; bf16 autocast on CUDA and on CPUs with native bf16 (``precision``), fp32 master weights;
 AdamW fused; SDPA attention (flash on CUDA, TF32 matmuls allowed there); GPT-2's seven-op Python GELU swapped for
 the fused kernel (same function); no host sync per step: the loss is summed on the device and read back only every
-``log_every`` steps and at evaluations, with ``tokens_per_s`` and ``mfu`` measured over that window.
+``log_every`` steps and at evaluations, with ``tokens_per_s`` and ``mfu`` measured over that window; the LM head
+and cross-entropy as one autograd node (``worker.ml.lm_loss``); on a CPU, freed tensors kept in the heap during the
+loop, so a step does not page-fault its activations in again (``worker.ml.host_memory``).
 ``torch.compile`` is opt-in (``compile``): it paid on no CPU run we measured and costs a minute of warm-up.
 
 With ``num_processes > 1`` the job runs data-parallel (``worker.ml.distributed``): each rank trains on its slice of
