@@ -1,7 +1,7 @@
 """Cross-job batching in the engine alone (no platform services): one-prompt "jobs" arriving at random times join
 the running batch, against one job holding all the prompts. Runs with only torch, transformers and numpy (GPU hosts).
 
-Each arrival is a :class:`~worker.ml.gen_base.Stream` handed to the engine's ``join`` callback once its (seeded,
+Each arrival is a :class:`~worker.ml.lm.gen_base.Stream` handed to the engine's ``join`` callback once its (seeded,
 uniform) arrival time has passed; arrivals are spread over half the wall time the one big job took. Every prompt is
 forced to ``--tokens`` new tokens. Prints tokens/s of both and ``ratio many-jobs/one-job tokens/s``.
 
@@ -19,10 +19,10 @@ import numpy as np
 
 from benchmarks.generation import SIZES, build_items, build_model_dir
 from worker.ml.common import pick_device
-from worker.ml.continuous import generate_streams
-from worker.ml.gen_base import GenerateConfig, PromptItem, Stream
-from worker.ml.generate import generate
-from worker.ml.lm_loading import load_causal_lm
+from worker.ml.lm.continuous import generate_streams
+from worker.ml.lm.gen_base import GenerateConfig, PromptItem, Stream
+from worker.ml.lm.generate import generate
+from worker.ml.lm.loading import load_causal_lm
 
 
 def one_job(lm, items: list[PromptItem], cfg: GenerateConfig) -> tuple[float, int]:

@@ -32,9 +32,9 @@ from transformers.utils import logging as hf_logging
 
 from shared.corpus import stdlib_documents
 from worker.ml.common import pick_device
-from worker.ml.generate import GenerateConfig, PromptItem, generate, kv_bytes_per_token, rows_in_flight
-from worker.ml.lm_loading import LoadedLM, load_causal_lm
-from worker.ml.tokenizer import train_bpe_tokenizer
+from worker.ml.lm.generate import GenerateConfig, PromptItem, generate, kv_bytes_per_token, rows_in_flight
+from worker.ml.lm.loading import LoadedLM, load_causal_lm
+from worker.ml.lm.tokenizer import train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from shared.corpus import stdlib_documents
 from worker.ml.common import Device, pick_device, with_precision
-from worker.ml.lm_data import build_data
-from worker.ml.lm_models import build_scratch_model, count_params, preset_config
-from worker.ml.lm_train import BETAS, LMTrainConfig, train_lm
+from worker.ml.lm.data import build_data
+from worker.ml.lm.models import build_scratch_model, count_params, preset_config
+from worker.ml.lm.tokenizer import train_bpe_tokenizer
+from worker.ml.lm.train import BETAS, LMTrainConfig, train_lm
 from worker.ml.mfu import flops_per_token, peak_tflops
-from worker.ml.tokenizer import train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
 

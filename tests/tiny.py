@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from shared.corpus import stdlib_documents
-from worker.ml.tokenizer import train_bpe_tokenizer
+from worker.ml.lm.tokenizer import train_bpe_tokenizer
 
 
 @lru_cache(maxsize=1)

@@ -9,9 +9,9 @@ import pytest
 
 from tests.integration.test_generate_flow import wait_status
 from worker.ml.common import pick_device
-from worker.ml.gen_base import GenerateConfig, PromptItem
-from worker.ml.generate import generate
-from worker.ml.lm_loading import load_causal_lm
+from worker.ml.lm.gen_base import GenerateConfig, PromptItem
+from worker.ml.lm.generate import generate
+from worker.ml.lm.loading import load_causal_lm
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -148,7 +148,7 @@ def test_dataset_smaller_than_one_block(client):
 def test_block_size_above_the_context(client, corpus_id, tiny_model):
     err = assert_error(train(client, dataset_id=corpus_id, base_model=tiny_model.name, block_size=512), 422)
     assert "context" in err["message"]
-    # a scratch model is built with a context of at least its block_size (worker/ml/lm_models.py:preset_config), so
+    # a scratch model is built with a context of at least its block_size (worker/ml/lm/models.py:preset_config), so
     # the web admits what the worker would train (it used to refuse anything above the tiny preset's 256)
     wide = train(client, dataset_id=corpus_id, size="tiny", block_size=512)
     assert wide.status_code == 201, wide.get_json()

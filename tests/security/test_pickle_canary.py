@@ -109,7 +109,7 @@ def test_register_refuses_a_pickled_generator(clean_db, tmp_path, canary):
 
 def test_load_causal_lm_refuses_pickle_weights(tmp_path, canary, tiny_model_dir):
     from worker.ml.common import pick_device
-    from worker.ml.lm_loading import UnsafeWeightsError, load_causal_lm
+    from worker.ml.lm.loading import UnsafeWeightsError, load_causal_lm
 
     d = hf_dir_with_only_pickle(tmp_path, canary, tiny_model_dir)
     with pytest.raises(UnsafeWeightsError, match="safetensors only"):
@@ -120,7 +120,7 @@ def test_load_causal_lm_refuses_pickle_weights(tmp_path, canary, tiny_model_dir)
 def test_load_causal_lm_never_reads_a_pickle_beside_safetensors(tmp_path, canary, tiny_model_dir):
     """A directory that also holds a (malicious) pytorch_model.bin loads from its safetensors and ignores the pickle."""
     from worker.ml.common import pick_device
-    from worker.ml.lm_loading import load_causal_lm
+    from worker.ml.lm.loading import load_causal_lm
 
     d = tmp_path / "mixed"
     shutil.copytree(tiny_model_dir, d)

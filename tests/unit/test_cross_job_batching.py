@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-import worker.ml.continuous as continuous
+import worker.ml.lm.continuous as continuous
 from tests.tiny import make_tiny_gpt2
 from tests.unit.test_generate import PROMPTS, texts
 from worker.ml.common import Stopped, pick_device
-from worker.ml.gen_base import GenerateConfig, PromptItem, Stream
-from worker.ml.generate import generate
-from worker.ml.lm_loading import load_causal_lm
+from worker.ml.lm.gen_base import GenerateConfig, PromptItem, Stream
+from worker.ml.lm.generate import generate
+from worker.ml.lm.loading import load_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from shared.defaults import GAN_TRAIN, TEXT_TRAIN
 from shared.schemas.params import GanTrainParams, TextTrainParams
 from worker.ml.common import config_from_params
 from worker.ml.gan.train import GanTrainConfig
-from worker.ml.lm_train import LMTrainConfig
+from worker.ml.lm.train import LMTrainConfig
 
 PAIRS = [(TextTrainParams, LMTrainConfig, TEXT_TRAIN), (GanTrainParams, GanTrainConfig, GAN_TRAIN)]
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import worker.ml.continuous as continuous
-import worker.ml.static_batch as static_batch
+import worker.ml.lm.continuous as continuous
+import worker.ml.lm.static_batch as static_batch
 from tests.tiny import make_tiny_gpt2
 from worker.ml.common import Stopped, pick_device
-from worker.ml.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, auto_batch_size, generate
-from worker.ml.lm_loading import UnsafeWeightsError, count_tokens, load_causal_lm
-from worker.ml.sampling import Sample, draw, row_uniforms
+from worker.ml.lm.generate import Completion, GenerateConfig, GenerationOOM, PromptItem, auto_batch_size, generate
+from worker.ml.lm.loading import UnsafeWeightsError, count_tokens, load_causal_lm
+from worker.ml.lm.sampling import Sample, draw, row_uniforms
 
 PROMPTS = [
     "Return a new list",

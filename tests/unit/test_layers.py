@@ -85,7 +85,7 @@ def matches(name: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def test_the_walk_sees_the_tree():
-    assert {"web.app", "worker.runtime", "shared.lifecycle", "worker.ml.generate"} <= set(MODULES)
+    assert {"web.app", "worker.runtime", "shared.lifecycle", "worker.ml.lm.generate"} <= set(MODULES)
     assert "shared.lifecycle" in IMPORTS["worker.runtime"][0]
 
 

@@ -16,9 +16,9 @@ from shared.corpus import stdlib_documents
 from worker.ml.checkpoints import list_checkpoints
 from worker.ml.common import Stopped, pick_device
 from worker.ml.distributed import RankFailed
-from worker.ml.lm_loss import CausalLMLoss
-from worker.ml.lm_models import build_scratch_model, fuse_activations, preset_config
-from worker.ml.lm_train import LMTrainConfig, train_lm
+from worker.ml.lm.loss import CausalLMLoss
+from worker.ml.lm.models import build_scratch_model, fuse_activations, preset_config
+from worker.ml.lm.train import LMTrainConfig, train_lm
 from worker.ml.mfu import flops_per_token, gpu_peak_tflops, matmul_params, mfu
 
 CPU = pick_device("cpu")

@@ -14,9 +14,9 @@ from shared.corpus import stdlib_documents
 from tests.tiny import make_tiny_gpt2
 from worker.ml.checkpoints import list_checkpoints
 from worker.ml.common import Stopped, pick_device
-from worker.ml.lm_data import BatchOrder, DatasetTooSmall, build_data
-from worker.ml.lm_models import BlockSizeTooLarge, context_length, preset_config
-from worker.ml.lm_train import LMTrainConfig, train_lm
+from worker.ml.lm.data import BatchOrder, DatasetTooSmall, build_data
+from worker.ml.lm.models import BlockSizeTooLarge, context_length, preset_config
+from worker.ml.lm.train import LMTrainConfig, train_lm
 
 CPU = pick_device("cpu")
 

@@ -108,8 +108,8 @@ def nullcontext():
 
 
 def launch(cfg, train_texts: Sequence[str], val_texts, work_dir: Path, device: Device, report, log):
-    """Run :func:`worker.ml.lm_train.train_rank` in ``cfg.num_processes`` child processes; rank 0's result."""
-    from worker.ml.lm_train import LMTrainResult
+    """Run :func:`worker.ml.lm.train.train_rank` in ``cfg.num_processes`` child processes; rank 0's result."""
+    from worker.ml.lm.train import LMTrainResult
 
     ddp = work_dir / "ddp"
     ddp.mkdir(parents=True, exist_ok=True)
@@ -213,8 +213,8 @@ def _relay(conn: Connection, procs: list[subprocess.Popen], report, log) -> dict
 
 
 def _user_errors() -> dict[str, type[Exception]]:
-    from worker.ml.lm_data import DatasetTooSmall
-    from worker.ml.lm_models import BlockSizeTooLarge
+    from worker.ml.lm.data import DatasetTooSmall
+    from worker.ml.lm.models import BlockSizeTooLarge
 
     return {"DatasetTooSmall": DatasetTooSmall, "BlockSizeTooLarge": BlockSizeTooLarge, "ValueError": ValueError}
 
@@ -257,7 +257,7 @@ class _Parent:
 
 def _rank_main(ddp: Path) -> None:
     """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR/PORT as torchrun sets them)."""
-    from worker.ml.lm_train import LMTrainConfig, train_rank
+    from worker.ml.lm.train import LMTrainConfig, train_rank
 
     _die_with_parent()
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

@@ -17,9 +17,9 @@ from shared.textdata import TextDataError, read_prompts
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.ml.continuous import generate_streams
-from worker.ml.gen_base import Stream
-from worker.ml.generate import (
+from worker.ml.lm.continuous import generate_streams
+from worker.ml.lm.gen_base import Stream
+from worker.ml.lm.generate import (
     CONTINUOUS_MODEL_TYPES,
     Completion,
     GenerateConfig,
@@ -76,7 +76,7 @@ def _done_indexes(job_id: str, sequences: int) -> set[int]:
 
 
 def load_lm(source: str):
-    from worker.ml.lm_loading import load_causal_lm
+    from worker.ml.lm.loading import load_causal_lm
 
     device = current_device()
     try:

@@ -15,9 +15,9 @@ from worker.checkpoint_sync import stored_checkpoints
 from worker.context import JobContext, UserError
 from worker.devices import current_device
 from worker.ml.common import Device, config_from_params
-from worker.ml.lm_data import DatasetTooSmall
-from worker.ml.lm_models import BlockSizeTooLarge
-from worker.ml.lm_train import LMTrainConfig, train_lm
+from worker.ml.lm.data import DatasetTooSmall
+from worker.ml.lm.models import BlockSizeTooLarge
+from worker.ml.lm.train import LMTrainConfig, train_lm
 from worker.tasks.common import (
     kind_of,
     load_dataset_row,
@@ -116,7 +116,7 @@ def _num_processes(asked: int | str, device: Device) -> int:
 
 
 def _context(model_dir) -> int:
-    from worker.ml.lm_models import context_length
+    from worker.ml.lm.models import context_length
 
     return context_length(model_dir)
 

@@ -32,7 +32,7 @@ from worker.ml.gan.fid import FrechetScorer
 from worker.ml.gan.images import make_grid_png
 from worker.ml.gan.models import ARCHITECTURES, IMAGE_SIZES, GeneratorSpec, build_gan, save_generator
 from worker.ml.host_memory import retained_heap
-from worker.ml.lm_data import BatchOrder
+from worker.ml.lm.data import BatchOrder
 
 logger = logging.getLogger(__name__)
 

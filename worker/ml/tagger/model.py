@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertForTokenClassification
 
 from shared.defaults import TAGGER_PRESETS
-from worker.ml.lm_loading import check_safe_weights
+from worker.ml.lm.loading import check_safe_weights
 
 
 class TaggerLoadError(ValueError):

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LoadedLM:
-    """A causal LM ready for :func:`worker.ml.generate.generate`."""
+    """A causal LM ready for :func:`worker.ml.lm.generate.generate`."""
 
     model: PreTrainedModel
     tokenizer: object  # a PreTrainedTokenizer(Fast), left padding, pad token set
@@ -101,7 +101,7 @@ def load_causal_lm(source: str, device: Device, local_files_only: bool = True) -
 
 
 def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
-    """Token count of each text, encoded the way :func:`worker.ml.generate.generate` encodes prompts."""
+    """Token count of each text, encoded the way :func:`worker.ml.lm.generate.generate` encodes prompts."""
     if not texts:
         return []
     return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]

@@ -6,10 +6,10 @@ into the row's slot of a per-layer buffer (S, H, W, D); a 4D mask hides each slo
 Active rows always fill slots ``0..A-1``: a finished row's slot gets the last active row (one KV copy), so each
 step attends over views, never gathers. New prompts are prefilled, right-padded and batched, and join at the next
 step. Each row samples from uniforms hashed from (seed, prompt index, sequence, token number)
-(:func:`worker.ml.sampling.row_uniforms`), so its text does not depend on its batch-mates. On out-of-memory the
+(:func:`worker.ml.lm.sampling.row_uniforms`), so its text does not depend on its batch-mates. On out-of-memory the
 rows in flight go back to the queue (front) and the budget halves; a restarted row draws the same samples.
 
-Several jobs can share one engine (cross-job batching): each is a :class:`~worker.ml.gen_base.Stream` with its own
+Several jobs can share one engine (cross-job batching): each is a :class:`~worker.ml.lm.gen_base.Stream` with its own
 prompts and callbacks, and ``join(free_rows)`` (given by the task layer, which claims more jobs) is asked between
 steps for more streams, whose rows join at the next step. A stream's callbacks only ever see its own rows; one that
 raises ends that stream only (its rows leave the batch, ``on_end`` gets the exception); a stream without ``on_end``
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from worker.ml.common import Device, Report
-from worker.ml.gen_base import (
+from worker.ml.lm.gen_base import (
     Completion,
     Encoded,
     GenerateConfig,
@@ -42,8 +42,8 @@ from worker.ml.gen_base import (
     is_oom,
     stop_window,
 )
-from worker.ml.lm_loading import LoadedLM
-from worker.ml.sampling import draw, penalize, row_uniforms
+from worker.ml.lm.loading import LoadedLM
+from worker.ml.lm.sampling import draw, penalize, row_uniforms
 
 logger = logging.getLogger(__name__)
 

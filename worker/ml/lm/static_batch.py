@@ -16,7 +16,7 @@ import torch
 from transformers import LogitsProcessorList, StaticCache, StoppingCriteria, StoppingCriteriaList
 
 from worker.ml.common import Device, Report, no_report
-from worker.ml.gen_base import (
+from worker.ml.lm.gen_base import (
     Completion,
     Encoded,
     GenerateConfig,
@@ -27,8 +27,8 @@ from worker.ml.gen_base import (
     is_oom,
     stop_window,
 )
-from worker.ml.lm_loading import LoadedLM
-from worker.ml.sampling import Sample
+from worker.ml.lm.loading import LoadedLM
+from worker.ml.lm.sampling import Sample
 
 logger = logging.getLogger(__name__)
 

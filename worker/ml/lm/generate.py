@@ -1,13 +1,13 @@
 """Bulk text generation for ``text.generate``: continuous batching, per-prompt randomness and limits.
 
-The task hands :func:`generate` a loaded model (:func:`worker.ml.lm_loading.load_causal_lm`), the prompts still
+The task hands :func:`generate` a loaded model (:func:`worker.ml.lm.loading.load_causal_lm`), the prompts still
 to do (a retried job skips those already stored), a :class:`GenerateConfig`, a ``report`` callback and an
 ``on_chunk`` callback. Completions go to ``on_chunk`` as their prompts finish (in bounded chunks, at least once a
 second while some are ready), then ``report`` is called, which may raise :class:`~worker.ml.common.Stopped`; it
 propagates, and what ``on_chunk`` got is kept.
 
-Engines: :mod:`worker.ml.continuous` (the default for GPT-2 models: rows in flight refill the moment one ends) and
-:mod:`worker.ml.static_batch` (the earlier length-sorted static batches, the benchmark baseline and the fallback
+Engines: :mod:`worker.ml.lm.continuous` (the default for GPT-2 models: rows in flight refill the moment one ends) and
+:mod:`worker.ml.lm.static_batch` (the earlier length-sorted static batches, the benchmark baseline and the fallback
 for other architectures).
 """
 
@@ -17,12 +17,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 from worker.ml.common import Report, no_report
-from worker.ml.continuous import generate_continuous, kv_bytes_per_token, rows_in_flight
-from worker.ml.gen_base import Completion, GenerateConfig, GenerationOOM, PromptItem, encode
-from worker.ml.lm_loading import LoadedLM, UnsafeWeightsError, context_length_of, count_tokens, load_causal_lm
-from worker.ml.sampling import Sample
-from worker.ml.static_batch import generate_static
-from worker.ml.static_batch import static_batch_size as auto_batch_size
+from worker.ml.lm.continuous import generate_continuous, kv_bytes_per_token, rows_in_flight
+from worker.ml.lm.gen_base import Completion, GenerateConfig, GenerationOOM, PromptItem, encode
+from worker.ml.lm.loading import LoadedLM, UnsafeWeightsError, context_length_of, count_tokens, load_causal_lm
+from worker.ml.lm.sampling import Sample
+from worker.ml.lm.static_batch import generate_static
+from worker.ml.lm.static_batch import static_batch_size as auto_batch_size
 
 logger = logging.getLogger(__name__)
 

@@ -11,25 +11,17 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from transformers.activations import NewGELUActivation
 
-from shared.defaults import LM_PRESETS
 from shared.weights import context_length_of
-from worker.ml.tokenizer import train_bpe_tokenizer
-
-if TYPE_CHECKING:
-    from worker.ml.lm_train import LMTrainConfig
+from worker.ml.lm.config import PRESETS, SCRATCH, LMTrainConfig
+from worker.ml.lm.tokenizer import train_bpe_tokenizer
 
 logger = logging.getLogger(__name__)
-
-SCRATCH = "scratch"
-
-PRESETS = LM_PRESETS  # n_positions is widened to a longer block_size (see preset_config)
 
 
 class BlockSizeTooLarge(ValueError):

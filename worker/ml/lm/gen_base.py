@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from worker.ml.lm_loading import LoadedLM
+from worker.ml.lm.loading import LoadedLM
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ sits on the critical path; bf16 autocast on CUDA and on CPUs with native bf16 (`
 AdamW fused; SDPA attention (flash on CUDA, TF32 matmuls allowed there); GPT-2's seven-op Python GELU swapped for
 the fused kernel (same function); no host sync per step: the loss is summed on the device and read back only every
 ``log_every`` steps and at evaluations, with ``tokens_per_s`` and ``mfu`` measured over that window; the LM head
-and cross-entropy as one autograd node (``worker.ml.lm_loss``); on a CPU, freed tensors kept in the heap during the
+and cross-entropy as one autograd node (``worker.ml.lm.loss``); on a CPU, freed tensors kept in the heap during the
 loop, so a step does not page-fault its activations in again (``worker.ml.host_memory``).
 ``torch.compile`` is opt-in (``compile``): it paid on no CPU run we measured and costs a minute of warm-up.
 
@@ -26,23 +26,21 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shared.defaults import TEXT_TRAIN
 from shared.weights import context_length_of
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from worker.ml.common import PRECISIONS, Device, Report, Stopped, with_precision
+from worker.ml.common import Device, Report, Stopped, with_precision
 from worker.ml.distributed import SINGLE, World
 from worker.ml.host_memory import retained_heap
-from worker.ml.lm_data import BatchOrder, DatasetTooSmall, LMData, build_data
-from worker.ml.lm_loss import CausalLMLoss
-from worker.ml.lm_models import (
-    PRESETS,
-    SCRATCH,
+from worker.ml.lm.config import LMTrainConfig
+from worker.ml.lm.data import BatchOrder, DatasetTooSmall, LMData, build_data
+from worker.ml.lm.loss import CausalLMLoss
+from worker.ml.lm.models import (
     check_block_size,
     count_params,
     fuse_activations,
@@ -67,82 +65,6 @@ _RESUME_FREE = {
     "num_processes",
     "precision",
 }
-
-
-def _f(default, text: str):
-    """A dataclass field documented by ``metadata["help"]`` (what argparse-style tools and schemas read)."""
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass
-class LMTrainConfig:
-    """Parameters of a ``text.train`` job; ``metadata["help"]`` documents each field."""
-
-    base_model: str = _f(SCRATCH, '"scratch", a local Hugging Face model directory, or a hub id')
-    size: str = _f(TEXT_TRAIN.size, f"scratch only: preset {sorted(PRESETS)}")
-    n_layer: int | None = _f(None, "scratch only: layers (overrides the preset)")
-    n_head: int | None = _f(None, "scratch only: attention heads (overrides the preset)")
-    n_embd: int | None = _f(None, "scratch only: embedding width (overrides the preset)")
-    vocab_size: int = _f(TEXT_TRAIN.vocab_size, "scratch only: vocabulary of the byte-level BPE trained on the texts")
-    dropout: float = _f(0.0, "scratch only: dropout (a fine-tuned model keeps its own)")
-    block_size: int = _f(TEXT_TRAIN.block_size, "tokens per training sequence; at most the model's context")
-    batch_size: int = _f(TEXT_TRAIN.batch_size, "sequences per micro-batch (per process)")
-    grad_accum_steps: int = _f(TEXT_TRAIN.grad_accum_steps, "micro-batches per optimizer step")
-    learning_rate: float = _f(TEXT_TRAIN.learning_rate, "peak learning rate (after warm-up)")
-    min_lr_ratio: float = _f(0.1, "the cosine decays to learning_rate * min_lr_ratio at the last step")
-    warmup_steps: int = _f(TEXT_TRAIN.warmup_steps, "optimizer steps of linear warm-up")
-    max_steps: int | None = _f(None, "optimizer steps to train (give this or epochs; neither means 1 epoch)")
-    epochs: float | None = _f(None, "passes over the training blocks, converted to optimizer steps")
-    weight_decay: float = _f(TEXT_TRAIN.weight_decay, "AdamW weight decay, applied to matrices (2-D parameters) only")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
-    eval_every: int = _f(
-        TEXT_TRAIN.eval_every, "evaluate on the validation blocks every this many steps (and at the end)"
-    )
-    eval_batches: int = _f(20, "at most this many validation batches per evaluation")
-    checkpoint_every: int = _f(TEXT_TRAIN.checkpoint_every, "save a checkpoint every this many steps (and at the end)")
-    keep_checkpoints: int = _f(3, "checkpoints kept; older ones are pruned")
-    seed: int = _f(TEXT_TRAIN.seed, "seeds initialisation, the validation split, batch order and dropout")
-    validation_fraction: float = _f(
-        TEXT_TRAIN.validation_fraction, "fraction of blocks held out when no validation texts are given"
-    )
-    compile: bool = _f(False, "torch.compile the model's forward (faster on GPU after a slow first step)")
-    precision: str = _f(TEXT_TRAIN.precision, f"{PRECISIONS}: auto = bf16 on CUDA and on CPUs with native bf16")
-    num_processes: int = _f(TEXT_TRAIN.num_processes, "data-parallel processes (one per GPU; gloo on CPU)")
-    log_every: int | None = _f(
-        None,
-        "read the loss back and report metrics every this many steps (default: 10 on CUDA, where "
-        "that is a host sync; every step on a CPU, where it costs nothing)",
-    )
-
-    def __post_init__(self) -> None:
-        positive = (
-            "block_size batch_size grad_accum_steps eval_every eval_batches checkpoint_every keep_checkpoints "
-            "vocab_size num_processes"
-        )
-        bad = [name for name in positive.split() if getattr(self, name) < 1]
-        if bad:
-            raise ValueError(f"must be at least 1: {', '.join(bad)}")
-        if self.max_steps is not None and self.epochs is not None:
-            raise ValueError("give max_steps or epochs, not both")
-        if (self.max_steps is not None and self.max_steps < 1) or (self.epochs is not None and self.epochs <= 0):
-            raise ValueError("max_steps / epochs must be positive")
-        if self.learning_rate <= 0 or self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("need learning_rate > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError("validation_fraction must be in (0, 1)")
-        if self.base_model == SCRATCH and self.size not in PRESETS:
-            raise ValueError(f"unknown size {self.size!r}; choose one of {sorted(PRESETS)}")
-        if self.log_every is not None and self.log_every < 1:
-            raise ValueError("log_every must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
-
-    def total_steps(self, n_train_blocks: int, world_size: int = 1) -> int:
-        """Optimizer steps of the run: ``max_steps``, or ``epochs`` (default 1) worth of blocks."""
-        if self.max_steps is not None:
-            return self.max_steps
-        per_step = self.batch_size * self.grad_accum_steps * world_size
-        return max(1, math.ceil((self.epochs or 1.0) * n_train_blocks / per_step))
 
 
 @dataclass
@@ -245,7 +167,7 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast (and fp32 runs) on TF32
             torch.backends.cudnn.allow_tf32 = True
         self.model = fuse_activations(model).to(dev).train()
-        self.loss_model = CausalLMLoss(self.model)  # LM head + cross-entropy fused (worker.ml.lm_loss)
+        self.loss_model = CausalLMLoss(self.model)  # LM head + cross-entropy fused (worker.ml.lm.loss)
         wrapped = world.wrap(self.loss_model)  # DDP when data-parallel
         self.forward = torch.compile(wrapped) if cfg.compile else wrapped
         self.train_blocks, self.val_blocks = data.train.to(dev), data.val.to(dev)  # (N, T), (M, T) int32
