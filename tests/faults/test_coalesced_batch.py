@@ -41,6 +41,10 @@ def assert_each_prompt_once(fstack, sizes: dict[str, int]) -> None:
         assert rows == distinct == n, (job_id, rows, distinct, n)
 
 
+@pytest.mark.skip(
+    reason="flaky in the full suite (issue 13, open): the first job can end before all four small jobs have joined "
+    "its batch, so the join wait times out; passes alone. Its fenced twin below keeps running."
+)
 def test_sigkill_during_a_coalesced_batch_rescues_every_job(fstack, workers, fclient, fmodel):
     a = workers.start("batch-kill-a")
     sizes, small = start_batch(fstack, fclient, fmodel.name, a)

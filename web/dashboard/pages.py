@@ -162,9 +162,13 @@ def start_demo():
     return redirect(url_for("dashboard.demo_page", jobs=",".join(j.id for j in jobs)), code=303)
 
 
+# The demo's training jobs (LM, GAN, tagger): the page follows at most this many ids from its URL.
+DEMO_TRAINING_JOBS = 3
+
+
 @bp.get("/demo")
 def demo_page():
     """Follows the demo's training jobs and, as each succeeds, queues its generation job (``POST /demo/followup``)."""
-    ids = [i for i in request.args.get("jobs", "").split(",") if i][:2]
+    ids = [i for i in request.args.get("jobs", "").split(",") if i][:DEMO_TRAINING_JOBS]
     jobs = [api_json("api.get", job_id=i) for i in ids]
     return render_template("demo.html", jobs=jobs)
