@@ -15,17 +15,23 @@ from tests.faults.helpers import events, gen_params, job, result_counts, results
 pytestmark = pytest.mark.faults
 
 
+TOKENS = 100  # every prompt decodes this many tokens (the tiny model's context is 128)
+
+
 def start_batch(fstack, fclient, model: str, worker) -> tuple[dict[str, int], set[str]]:
-    """A job of 4 long prompts on ``worker`` (4 rows in flight: none waiting, so others may join), then small jobs
-    that join its batch. Returns every job's prompt count and the jobs running on ``worker`` (the small ones)."""
-    first_params = {**gen_params(model, 4, tokens=64), "batch_size": 4}
+    """A job of 4 long prompts on ``worker`` with 8 rows in flight (so 4 rows are free for others), then 4 jobs of
+    20-odd prompts that join its batch and queue behind those 4 free rows: thousands of decode steps, so the batch
+    outlasts the checks below by seconds even on a quiet machine (a slower one only widens the window). Returns every
+    job's prompt count and the jobs that joined on ``worker``."""
+    first_params = {**gen_params(model, 4, tokens=TOKENS), "batch_size": 8}
     first = submit(fclient, "text.generate", first_params)["id"]
     wait_for(lambda: job(fstack, first)["status"] == "running", 60, "the first job to start")
     sizes = {first: 4}
     for k in range(4):
-        params = {**gen_params(model, 6 + k), "batch_size": 4}
-        params["prompts"] = [f"joined job {k} prompt {i}" for i in range(6 + k)]
-        sizes[submit(fclient, "text.generate", params)["id"]] = 6 + k
+        n = 20 + k
+        params = {**gen_params(model, n, tokens=TOKENS), "batch_size": 4}
+        params["prompts"] = [f"joined job {k} prompt {i}" for i in range(n)]
+        sizes[submit(fclient, "text.generate", params)["id"]] = n
     small = set(sizes) - {first}
 
     def joined() -> bool:
@@ -41,10 +47,6 @@ def assert_each_prompt_once(fstack, sizes: dict[str, int]) -> None:
         assert rows == distinct == n, (job_id, rows, distinct, n)
 
 
-@pytest.mark.skip(
-    reason="flaky in the full suite (issue 13, open): the first job can end before all four small jobs have joined "
-    "its batch, so the join wait times out; passes alone. Its fenced twin below keeps running."
-)
 def test_sigkill_during_a_coalesced_batch_rescues_every_job(fstack, workers, fclient, fmodel):
     a = workers.start("batch-kill-a")
     sizes, small = start_batch(fstack, fclient, fmodel.name, a)
