@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_compose import load, workers
 
 
@@ -18,6 +20,7 @@ def healthcheck_script(service: str) -> str:
     return test[1].replace("$$", "$")  # compose's escape for a literal $, expanded by the container's shell
 
 
+@pytest.mark.slow
 def test_the_worker_healthcheck_pings_the_worker_by_its_name(stack, worker):
     scripts = {healthcheck_script(service) for service in workers(load())}
     assert len(scripts) == 1  # every worker service runs the same check (with its own GENQUEUE_WORKER_NAME)

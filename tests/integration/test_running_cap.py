@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from tests.integration.test_generate_flow import wait_status
 from tests.stack import WorkerProcess
 
@@ -12,6 +14,7 @@ def _when(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+@pytest.mark.slow
 def test_running_jobs_per_user_are_capped_at_the_claim(held_queue, stack, app, client, tiny_model):
     pool = WorkerProcess(stack, name="w-cap", concurrency=2, GENQUEUE_MAX_RUNNING_PER_USER="1").start()
     try:

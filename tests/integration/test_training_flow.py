@@ -69,6 +69,7 @@ def test_train_from_scratch_registers_a_model_that_generates(client):
     assert len(rows) == 2 and all(r["text"] for r in rows)
 
 
+@pytest.mark.slow
 def test_gan_on_digits_then_generate_images(client):
     params = {
         "dataset": "digits",

@@ -11,6 +11,7 @@ from tests.integration.test_training_flow import metric_series, upload
 pytestmark = pytest.mark.usefixtures("worker")
 
 
+@pytest.mark.slow
 def test_two_process_job_trains_reports_mfu_and_registers_a_model(client):
     ds = upload(client, "stdlib-dp.txt", stdlib_corpus_text(max_chars=40_000).encode()).get_json()
     params = {

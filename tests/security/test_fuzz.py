@@ -74,7 +74,14 @@ def run(operation, token: str, cases, examples: int, excluded: list | None = Non
     check()
 
 
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+# POST /demo builds a corpus per example: tens of seconds, so it runs with the slow suites.
+SLOW = {("POST", "/demo")}
+VALID_CASES = [
+    pytest.param(m, p, id=f"{m} {p}", marks=[pytest.mark.slow] if (m, p) in SLOW else []) for m, p in OPERATIONS
+]
+
+
+@pytest.mark.parametrize(("method", "path"), VALID_CASES)
 def test_valid_requests_conform(api_schema, user, world, method, path):
     operation = api_schema[path][method]
     excluded = [positive_data_acceptance] if (method, path) in SEMANTIC_422 else []

@@ -120,6 +120,7 @@ def stop_web(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_two_web_processes_share_one_budget(stack, user, tmp_path):
     from shared.embedded import free_port
 

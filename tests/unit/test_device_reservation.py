@@ -104,6 +104,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_kind_holds_its_gpu_while_it_runs(tmp_path):
     """A job of any kind takes its GPU (shared): a multi-GPU job cannot take that GPU until the job is done."""
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0", "GENQUEUE_DATA_DIR": str(tmp_path)}

@@ -79,6 +79,7 @@ def test_load_generator_refuses_pickles(tmp_path):
 # ---------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_short_dcgan_run_on_digits_lowers_the_frechet_distance(tmp_path, digits):
     # The default width (features=64): at half width some seeds stall for the first few hundred steps.
     cfg = GanTrainConfig(max_steps=200, batch_size=64, sample_every=100, fid_every=2, checkpoint_every=100, seed=0)

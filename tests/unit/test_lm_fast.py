@@ -60,6 +60,7 @@ class Recorder:
             raise Stopped("cancelled")
 
 
+@pytest.mark.slow
 def test_bf16_loss_curve_tracks_fp32(tmp_path, docs):
     fp32, bf16 = Recorder(), Recorder()
     train_lm(replace(CFG, max_steps=12), docs, None, tmp_path / "fp32", CPU, fp32)
@@ -85,6 +86,7 @@ def test_metrics_are_read_back_every_log_every_steps(tmp_path, docs):
     assert 0 < rec.metrics[6]["mfu"] < 1 and rec.metrics[6]["tokens_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_the_double_batch(tmp_path, docs):
     one, two = Recorder(), Recorder()
     cfg = replace(CFG, eval_batches=1000)  # both evaluate every validation block, whatever their batch size
@@ -98,6 +100,7 @@ def test_two_gloo_ranks_match_one_process_with_the_double_batch(tmp_path, docs):
     assert one.losses[8] < one.losses[1]
 
 
+@pytest.mark.slow
 def test_cancel_stops_every_rank_and_resumes_with_one_process(tmp_path, docs):
     with pytest.raises(Stopped):
         train_lm(replace(CFG, batch_size=4, num_processes=2), docs, None, tmp_path, CPU, Recorder(stop_at=3))
@@ -107,6 +110,7 @@ def test_cancel_stops_every_rank_and_resumes_with_one_process(tmp_path, docs):
     assert result.resumed_from_step == 3 and sorted(rest.losses) == list(range(4, 9))
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_attempt_and_leaves_no_rank_behind(tmp_path, docs):
     pids: list[int] = []
 
