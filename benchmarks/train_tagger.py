@@ -1,11 +1,11 @@
 """Tagger training throughput: the seed 002 loop against genqueue's ``text.train_tagger`` loop, same run.
 
     python -m benchmarks.train_tagger --size small --steps 30 --batch-size 16 --max-length 128 --device cpu \
-        [--precision auto|fp32|bf16] [--seed-bf16] [--sentences 2000]
+        [--precision auto|fp32|bf16] [--seed-bf16] [--sentences 2000] [--schedule seed|job]
 
 Both train the same randomly initialised ``BertForTokenClassification`` (one initial state, copied into each) on the
 same sentences of the offline NER corpus (``shared/tagcorpus.py``), tokenized by the same WordPiece, with the same
-batch size, peak learning rate and number of steps, then are scored on the same validation sentences by the same
+batch size, learning rate and number of steps, then are scored on the same validation sentences by the same
 entity-level evaluation (``worker/ml/tagger/metrics.py``: exact span and type, as conlleval/seqeval count).
 
 - seed: what ``002_c8d44173930d618a.txt`` does — every sentence padded to ``max_length``, a shuffled
@@ -13,7 +13,9 @@ entity-level evaluation (``worker/ml/tagger/metrics.py``: exact span and type, a
   ``loss.item()`` every step, no schedule, no clipping;
 - genqueue: the job's own ``Loop`` (``worker/ml/tagger/train.py``) — length-bucketed batches padded to their longest
   sentence, fused AdamW, bf16 autocast where the device computes it natively (``--precision auto``, as a job),
-  linear warm-up/decay, gradient clipping.
+  gradient clipping. Its learning rate follows the seed's (no warm-up, constant: the job's ``lr_schedule:
+  "constant"``, ``warmup_steps: 0``), so the f1s compare the loops, not two schedules; ``--schedule job`` runs the
+  job's default instead (warm-up, then linear decay to 0, which after only a few dozen steps has learnt less).
 
 tokens/s counts real (non-padding) sub-tokens, the same sentences for both, over steps ``warmup+1 .. steps``
 (the first ``warmup`` steps — allocator warm-up — are left out); tokenization, model building and evaluation are
@@ -104,7 +106,11 @@ def ours_loop(model, tokenizer, items, args, device: Device) -> tuple[float, int
         max_length=args.max_length,
         seed=args.seed,
         precision=args.precision,
-        warmup_steps=min(10, args.steps // 10),
+        **(
+            {"lr_schedule": "constant", "warmup_steps": 0}
+            if args.schedule == "seed"
+            else {"lr_schedule": "linear", "warmup_steps": min(10, args.steps // 10)}
+        ),
     )
     device = with_precision(device, cfg.precision)
     loop = Loop(cfg, model, tokenizer, items, device)
@@ -130,7 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of both loops")
+    ap.add_argument("--lr", type=float, default=5e-4, help="(peak) learning rate of both loops")
+    ap.add_argument(
+        "--schedule",
+        default="seed",
+        choices=["seed", "job"],
+        help="genqueue's: the seed's constant rate or the job default",
+    )
     ap.add_argument("--sentences", type=int, default=2000)
     ap.add_argument("--vocab-size", type=int, default=2000)
     ap.add_argument("--device", default=None)

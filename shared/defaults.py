@@ -77,6 +77,7 @@ class TaggerTrainDefaults:
     learning_rate: float = 5e-5  # peak, after warm-up; linear decay to 0 (the seed's AdamW recipe)
     scratch_learning_rate: float = 1e-3  # the peak for a scratch encoder, when learning_rate is not given
     warmup_steps: int = 10
+    lr_schedule: str = "linear"  # after warm-up: "linear" decay to 0, or "constant" at the peak
     max_steps: int = 300  # when neither max_steps nor epochs is given
     weight_decay: float = 0.01
     eval_every: int = 50

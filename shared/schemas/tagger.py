@@ -38,6 +38,10 @@ class TextTrainTaggerParams(TrainingParams):
         f"{TAGGER_TRAIN.scratch_learning_rate} from scratch.",
     )
     warmup_steps: int = Field(TAGGER_TRAIN.warmup_steps, ge=0, le=1_000_000)
+    lr_schedule: Literal["linear", "constant"] = Field(
+        TAGGER_TRAIN.lr_schedule,
+        description="After warm-up: linear decay to 0 at the last step, or constant at the peak rate.",
+    )
     weight_decay: float = Field(TAGGER_TRAIN.weight_decay, ge=0.0, le=1.0)
     max_length: int = Field(TAGGER_TRAIN.max_length, ge=8, le=512, description="Sub-tokens per sentence (cut).")
     eval_every: int = Field(TAGGER_TRAIN.eval_every, ge=1)

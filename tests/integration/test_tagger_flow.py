@@ -120,6 +120,7 @@ def test_bad_tagger_submissions_are_4xx(client):
         ("text.train_tagger", {"dataset_id": tagged["id"], "size": "huge"}, "size"),
         ("text.train_tagger", {"dataset_id": tagged["id"], "max_steps": 5, "epochs": 1}, "not both"),
         ("text.train_tagger", {"dataset_id": tagged["id"], "max_length": 4}, "max_length"),
+        ("text.train_tagger", {"dataset_id": tagged["id"], "lr_schedule": "cosine"}, "lr_schedule"),
         ("text.tag", {"model": "gpt2", "texts": ["hi"]}, "is a causal-lm"),
         ("text.tag", {"model": "dslim/bert-base-NER"}, "exactly one of"),
         ("text.tag", {"model": "dslim/bert-base-NER", "texts": []}, "must not be empty"),

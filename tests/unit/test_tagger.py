@@ -16,7 +16,7 @@ from worker.ml.tagger.data import IGNORE, encode, train_wordpiece
 from worker.ml.tagger.infer import Tagger, group_entities
 from worker.ml.tagger.metrics import entities, evaluate
 from worker.ml.tagger.model import load_tagger
-from worker.ml.tagger.train import TaggerTrainConfig, train_tagger
+from worker.ml.tagger.train import TaggerTrainConfig, lr_schedule, train_tagger
 
 CPU = pick_device("cpu")
 
@@ -75,6 +75,23 @@ def test_group_entities_merges_subtokens_with_offsets():
 
 
 CFG = dict(size="tiny", vocab_size=400, batch_size=16, eval_every=30, checkpoint_every=30, seed=1, learning_rate=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("linear", [1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25]), ("constant", [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0])],
+)
+def test_lr_schedules_warm_up_then_decay_or_hold(kind, expected):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = lr_schedule(opt, kind, warmup=2, total=6)
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([2.0 * f for f in expected])
+    with pytest.raises(ValueError):
+        lr_schedule(opt, "cosine", 0, 6)
 
 
 def test_train_learns_then_tags_with_offsets(tmp_path):

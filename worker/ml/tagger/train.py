@@ -53,6 +53,7 @@ class TaggerTrainConfig:
     batch_size: int = TAGGER_TRAIN.batch_size
     learning_rate: float | None = None  # None: the fine-tune or scratch default
     warmup_steps: int = TAGGER_TRAIN.warmup_steps
+    lr_schedule: str = TAGGER_TRAIN.lr_schedule
     weight_decay: float = TAGGER_TRAIN.weight_decay
     max_length: int = TAGGER_TRAIN.max_length
     eval_every: int = TAGGER_TRAIN.eval_every
@@ -104,10 +105,16 @@ def make_optimizer(model: torch.nn.Module, cfg: TaggerTrainConfig, device: torch
     return torch.optim.AdamW(groups, lr=peak_lr(cfg), fused=device.type in ("cuda", "cpu"))
 
 
-def linear_schedule(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(opt: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak over ``warmup`` steps, then ``"linear"`` decay to 0 at ``total`` or ``"constant"``."""
+    if kind not in ("linear", "constant"):
+        raise ValueError(f"unknown lr_schedule {kind!r}")
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -128,7 +135,7 @@ class Loop:
         self.lengths = [len(e.input_ids) for e in train_items]
         self.n_batches = math.ceil(len(train_items) / cfg.batch_size)
         self.total = total_steps(cfg, self.n_batches)
-        self.sched = linear_schedule(self.opt, cfg.warmup_steps, self.total)
+        self.sched = lr_schedule(self.opt, cfg.lr_schedule, cfg.warmup_steps, self.total)
         self._epoch, self._batches = -1, []
 
     def autocast(self):
