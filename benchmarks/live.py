@@ -121,6 +121,29 @@ class Platform:
                 time.sleep(0.05)
         return [done[i] for i in ids]
 
+    def wait_idle(self, timeout: float = 300, settle: float = 0.5) -> None:
+        """Until the broker holds no message for the workers: none queued (any queue, any priority step) and none
+        delivered but unacknowledged. Jobs that ran in another job's batch still have their own Celery message,
+        which the worker drops on receipt; after a burst of them the worker is not idle until they are drained."""
+        import redis
+
+        from shared.broker import QUEUES
+
+        client = redis.Redis.from_url(self.stack.redis.url)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                keys = [k for q in QUEUES for k in client.scan_iter(match=f"{q}*")]
+                queued = sum(client.llen(k) for k in keys if client.type(k) == b"list")
+                if not queued and not client.hlen("unacked"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the workers were still busy after {timeout:.0f}s ({queued} queued)")
+                time.sleep(0.1)
+        finally:
+            client.close()
+        time.sleep(settle)
+
     def close(self) -> None:
         """Stop every process started here (web, workers, Redis, PostgreSQL), whatever state they are in."""
         for proc in self.webs:
