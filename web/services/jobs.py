@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -123,8 +123,13 @@ def _by_idempotency_key(s: Session, user: User, key: str, request_hash: str) -> 
 
 
 def enqueue(s: Session, job: Job) -> None:
-    """Publish the job id; on success record when. A failure is fine: the reconciler publishes it later."""
+    """Publish the job id; on success record when. A failure is fine: the reconciler publishes it later.
+
+    ``enqueued_at`` is only the reconciler's hint (a job without it is published again, and a second message for a
+    job is dropped by the worker), so its commit does not wait for the WAL flush: one fsync per submission, not two.
+    """
     if publish(job.id, job.kind, job.queue, job.priority):
+        s.execute(text("SET LOCAL synchronous_commit TO OFF"))
         s.execute(update(Job).where(Job.id == job.id).values(enqueued_at=func.now()))
         s.commit()
 
