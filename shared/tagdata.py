@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.defaults import MAX_TAGGER_LABELS
-from shared.textdata import TextDataError, decode
+from shared.textdata import TextDataError, decode, json_objects
 
 CONLL_EXTENSIONS = (".conll", ".iob", ".bio", ".conllu")
 OUTSIDE = "O"
@@ -103,15 +103,7 @@ def _conll(text: str) -> list[Sentence]:
 def _jsonl(text: str) -> list[Sentence]:
     sentences = []
     checker = _Tags()
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TagDataError(f"line {n} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(obj, dict):
-            raise TagDataError(f"line {n} is not a JSON object")
+    for n, obj in json_objects(text, TagDataError):
         tokens, tags = obj.get("tokens"), obj.get("tags")
         if not _str_list(tokens) or not _str_list(tags):
             raise TagDataError(f"line {n}: `tokens` and `tags` must be non-empty lists of strings")

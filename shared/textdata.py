@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,18 +43,23 @@ def decode(data: bytes) -> str:
     return text
 
 
-def _jsonl(text: str) -> list[dict]:
-    rows = []
+def json_objects(text: str, error: type[TextDataError] = TextDataError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL text; ``error`` names the first line that is not
+    a JSON object."""
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TextDataError(f"line {n} is not valid JSON: {exc.msg}") from exc
+            raise error(f"line {n} is not valid JSON: {exc.msg}") from exc
         if not isinstance(obj, dict):
-            raise TextDataError(f"line {n} is not a JSON object")
-        rows.append(obj)
+            raise error(f"line {n} is not a JSON object")
+        yield n, obj
+
+
+def _jsonl(text: str) -> list[dict]:
+    rows = [obj for _, obj in json_objects(text)]
     if not rows:
         raise TextDataError("the file has no JSON lines")
     return rows
