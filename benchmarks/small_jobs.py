@@ -7,8 +7,9 @@ Tiny GPT-2, 200 prompts of 16 new tokens, one worker process (warm model cache):
     running batch (cross-job batching), each with its own results and status.
 
 Prints each wall time (first submit → last job seen finished) and ``ratio one-job/many-jobs wall`` (1.00: the small
-jobs cost what the big one does). Then 50 sequential one-token jobs on the idle, warm worker (after the broker is drained of the
-burst's messages): submit → start (``started_at - created_at``) p50 / p99. Everything it starts is stopped on success, failure or Ctrl-C.
+jobs cost what the big one does). Then 50 sequential one-token jobs on the idle, warm worker (once the broker is
+drained of the burst's messages): submit → start (``started_at - created_at``) p50 / p99. Everything it starts is
+stopped on success, failure or Ctrl-C.
 
     python -m benchmarks.small_jobs [--prompts 200] [--tokens 16] [--threads 16] [--sequential 50]
 """

@@ -98,6 +98,11 @@ class JobContext:
             self.flush()
         self.check_stop()
 
+    def defer_flush(self) -> None:
+        """Let the next log line or report wait the usual ``FLUSH_SECONDS`` (or the job's final commit) instead of
+        being written at once, as a job's first one is: for a handler that reports often from now on."""
+        self._last_flush = time.monotonic()
+
     def log(self, message: str) -> None:
         """A log line on the job (stored with the next flush, at most 0.5 s later)."""
         logger.info("[%s] %s", self.job_id, message)

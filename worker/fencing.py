@@ -43,6 +43,8 @@ def guard(session: Session, job_id: str, attempt: int, lease_seconds: int | None
         .where(Job.id == job_id, Job.attempt == attempt, Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]))
         .values(**values)
         .returning(Job)
+        # the row comes back from RETURNING: no evaluation of the WHERE clause against the session's objects
+        .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
     if row is None:
         raise Fenced(f"job {job_id} attempt {attempt} no longer owns the job")

@@ -115,8 +115,9 @@ class _Run:
         self.ctx, self.p, self.joiner = ctx, p, joiner
         self.batch_of = joiner.first.ctx.job_id if joiner else None
         self.reported = -1
-        if joiner is not None:  # a joined job's first log line and progress wait for its first write (fewer commits)
-            ctx._last_flush = time.monotonic()
+        # The model is loaded and the engine reports every REPORT_SECONDS from now on: this job's first log line
+        # and progress go out with its first flush (or, for a short job, with its final commit): one commit fewer.
+        ctx.defer_flush()
         self.prompts = _prompts(ctx, p)
         # only an earlier attempt can have stored results
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
