@@ -118,3 +118,22 @@ def test_a_job_running_alone_still_propagates_its_stop(lm):
 
     with pytest.raises(Stopped):
         continuous.ContinuousEngine(lm, [alone], cfg, encoded=None).run()
+
+
+def test_progress_never_runs_ahead_of_the_results_handed_over(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "REPORT_SECONDS", 0.0)  # report every step
+    monkeypatch.setattr(continuous, "FLUSH_SECONDS", 1e9)  # finished prompts wait for a full chunk
+    monkeypatch.setattr(continuous, "CHUNK_ROWS", 6)
+    cfg = GenerateConfig(max_new_tokens=12, batch_size=2, num_return_sequences=2, temperature=1.0, seed=3)
+    job = Job([PromptItem(i, PROMPTS[i % len(PROMPTS)], max_new_tokens=2 + 3 * (i % 4)) for i in range(9)])
+    seen = []
+
+    def report(step: int, total: int, **metrics: float) -> None:
+        seen.append((step, len(job.out) // 2))  # (reported prompts, prompts whose results were handed over)
+
+    job.stream = Stream(job.items, report, job.chunks.append, job.ends.append)
+    continuous.generate_streams(lm, [job.stream], cfg, None)
+    assert len(job.out) == 18
+    assert any(0 < step < 9 for step, _ in seen)  # it did report mid-way
+    assert all(step <= handed for step, handed in seen), seen
+    assert seen[-1] == (9, 9)

@@ -456,8 +456,11 @@ class ContinuousEngine:
             self._report(live, time.monotonic())
 
     def _report(self, live: _Live, now: float) -> None:
+        """Progress counts the prompts already handed to ``on_chunk``, not those still waiting in ``ready``: a job's
+        progress never runs ahead of the results it has stored."""
         rate = (live.new_tokens + sum(len(r.out) for r in self.slots if r.stream is live)) / max(now - live.start, 1e-9)
-        live.stream.report(live.done, live.total, tokens_per_s=rate)
+        handed = live.done - len(live.ready) // self.cfg.num_return_sequences
+        live.stream.report(handed, live.total, tokens_per_s=rate)
 
     def _call(self, live: _Live, fn, *args) -> bool:
         """Run one of a stream's callbacks; if it raises, the stream ends (its rows leave) and False is returned."""
