@@ -4,6 +4,7 @@ the database; no two of our modules import each other at load time; the web proc
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,28 @@ def test_a_deprecation_warning_from_our_code_fails_the_test():
 
     with pytest.raises(DeprecationWarning):
         warnings.warn("a deprecated call in our code", DeprecationWarning, stacklevel=1)
+
+
+def test_worker_threads_yield_rather_than_spin_unless_the_operator_says_otherwise():
+    """``worker.celery_app`` sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is loaded (OpenMP reads it at load time)."""
+    probe = (
+        "import os, sys\n"
+        "class Seen:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch': print('torch', os.environ.get('OMP_WAIT_POLICY'))\n"
+        "sys.meta_path.insert(0, Seen())\n"
+        "import worker.celery_app\n"
+        "print('end', os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never connected to: importing the app only configures it
+
+    def seen() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    lines = seen()
+    assert lines[-1] == "end PASSIVE" and set(lines[:-1]) <= {"torch PASSIVE"}, lines  # set before torch loads
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert seen()[-1] == "end ACTIVE"  # the operator's choice stands
