@@ -151,11 +151,17 @@ def test_filter_and_search_the_list(page, live_server, user, tiny_model):
 def test_list_polls_while_a_job_is_active_and_stops_after(page, live_server, user, tiny_model):
     login(page, user.token)
     api = Api(live_server, user.token)
-    job = api.submit_generate(tiny_model.name, [f"poll {i}" for i in range(30)], max_new_tokens=16, **GREEDY)
+    # Long enough to be still running whatever the machine's speed (a 30-prompt job once finished before the page
+    # had reloaded); the API's cancel then ends it, and the list must see that and stop polling.
+    job = api.submit_generate(
+        tiny_model.name, [f"poll {i}" for i in range(3000)], batch_size=1, max_new_tokens=16, **GREEDY
+    )
     page.reload()
     row = page.locator(f'#jobs-body tr[data-job-id="{job["id"]}"]')
     expect(page.locator("#jobs")).to_have_attribute("data-polling", "1")
-    expect(row.locator(".cell-status")).to_contain_text("succeeded", timeout=60_000)
+    expect(row.locator(".cell-status")).to_contain_text(re.compile("queued|running"))
+    api.post(f"/jobs/{job['id']}/cancel")
+    expect(row.locator(".cell-status")).to_contain_text("cancelled", timeout=60_000)
     expect(page.locator("#jobs")).to_have_attribute("data-polling", "0")
     requests_seen: list[str] = []
     page.on("request", lambda r: requests_seen.append(r.url) if "/api/v1/jobs" in r.url else None)
