@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -42,19 +44,49 @@ _engines: dict[str, Engine] = {}
 _makers: dict[str, sessionmaker[Session]] = {}
 
 
+# A pooled connection idle longer than this is pinged before use (one round trip); one used more recently is not.
+# Under load a connection goes back and forth many times a second, and the ping would be one round trip in three of a
+# job submission; a connection that sat through a Postgres restart (seconds) is pinged and replaced.
+IDLE_PING_SECONDS = 1.0
+
+
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL per process; connections are checked before use so a restarted Postgres is survived."""
+    """One engine per URL per process; a connection idle for a while is checked before use, so a restarted Postgres is
+    survived (:func:`_ping_idle_connections`)."""
     url = url or database_url()
     if url not in _engines:
-        _engines[url] = create_engine(
+        engine = create_engine(
             url,
-            pool_pre_ping=True,
             pool_size=5,
             max_overflow=10,
             pool_recycle=1800,
+            pool_use_lifo=True,  # the most recently used connection first: the others idle out, and are pinged
             connect_args={"connect_timeout": 5},
         )
+        _ping_idle_connections(engine)
+        _engines[url] = engine
     return _engines[url]
+
+
+def _ping_idle_connections(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections idle ``idle_seconds`` or more only: a dead one is replaced
+    before it is handed out. A connection broken while in use (or within the last second) fails its statement; the
+    pool then drops every connection older than the failure (SQLAlchemy's disconnect handling), and the worker's
+    writes wait the outage out (``worker/fencing.ride_out``)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, proxy) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the pool discards it and connects anew
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
 def new_session(url: str | None = None) -> Session:
