@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,8 +56,12 @@ def search_text(kind: str, params: dict) -> str:
     return "\n".join(parts)[:20_000]
 
 
-def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Validate, admit, insert and publish; returns (job, created). Same idempotency key + same body → same job."""
+def create_job(
+    s: Session, user: User, body: Any, idempotency_key: str | None = None, retry_of: str | None = None
+) -> tuple[Job, bool]:
+    """Validate, admit, insert and publish; returns (job, created). Same idempotency key + same body → same job.
+
+    A created job is returned transient (not in ``s``): it was written by :func:`shared.lifecycle.submit`."""
     req, params = parse_create(body)
     request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
     if idempotency_key:
@@ -86,10 +90,12 @@ def create_job(s: Session, user: User, body: Any, idempotency_key: str | None = 
         meta=dict(req.metadata),
         webhook_url=webhook_url,
         webhook_events=list(dict.fromkeys(req.webhook_events)) if req.webhook_events else None,
+        retry_of=retry_of,
+        progress_done=0,
+        cancel_requested=False,
     )
-    s.add(job)
-    s.add(lifecycle.queued_event(job))
     try:
+        lifecycle.submit(s, job)
         s.commit()
     except IntegrityError:  # a concurrent request with the same idempotency key won the insert
         s.rollback()
@@ -115,22 +121,26 @@ def checked_webhook_url(url: str | None) -> str | None:
     return url
 
 
+_BY_KEY = select(Job).where(Job.owner_id == bindparam("owner"), Job.idempotency_key == bindparam("key")).limit(1)
+
+
 def _by_idempotency_key(s: Session, user: User, key: str, request_hash: str) -> Job | None:
-    job = s.scalars(select(Job).where(Job.owner_id == user.id, Job.idempotency_key == key)).first()
+    job = s.scalars(_BY_KEY, {"owner": user.id, "key": key}).first()
     if job is not None and job.request_hash != request_hash:
         raise Invalid("this Idempotency-Key was used with a different request body", code="idempotency_mismatch")
     return job
 
 
 def enqueue(s: Session, job: Job) -> None:
-    """Publish the job id; on success record when. A failure is fine: the reconciler publishes it later.
+    """Publish the job id, just committed with ``enqueued_at`` set; if the broker is unreachable, clear it.
 
-    ``enqueued_at`` is only the reconciler's hint (a job without it is published again, and a second message for a
-    job is dropped by the worker), so its commit does not wait for the WAL flush: one fsync per submission, not two.
+    ``enqueued_at`` is only the reconciler's hint (it publishes any queued job with no message in the broker once
+    ``enqueued_at``, or ``created_at``, is a few seconds old; a second message for a job is dropped by the worker).
+    Writing it with the row, not after the publish, spares every submission a second commit; a web process that
+    dies between its commit and its publish leaves a job with the hint and no message, which the reconciler sends.
     """
-    if publish(job.id, job.kind, job.queue, job.priority):
-        s.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        s.execute(update(Job).where(Job.id == job.id).values(enqueued_at=func.now()))
+    if not publish(job.id, job.kind, job.queue, job.priority):
+        s.execute(update(Job).where(Job.id == job.id).values(enqueued_at=None))
         s.commit()
 
 
@@ -173,7 +183,5 @@ def retry_job(s: Session, user: User, job_id: str) -> Job:
         body["webhook_url"] = old.webhook_url
     if old.webhook_events:
         body["webhook_events"] = old.webhook_events
-    job, _ = create_job(s, user, body)
-    job.retry_of = old.id
-    s.commit()
+    job, _ = create_job(s, user, body, retry_of=old.id)
     return job
