@@ -44,6 +44,14 @@ def _pg_safe(row: dict) -> dict:
     return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
 
 
+def insert_rows(s, events: list[dict], results: list[dict]) -> None:
+    """Insert job events and generation results (a result already stored is skipped), one statement each."""
+    if events:
+        s.execute(insert(JobEvent), events)
+    if results:
+        s.execute(pg_insert(GenerationResult).values(results).on_conflict_do_nothing())
+
+
 @dataclass
 class JobContext:
     """One attempt of one job, as seen by its handler. Every write goes through :func:`guard`."""
@@ -145,13 +153,16 @@ class JobContext:
 
     def write_buffered(self, s, job, taken: tuple[list[dict], tuple[int, int] | None, list[dict]]) -> None:
         """Write what :meth:`take_buffered` took, in the caller's fenced transaction (``job`` is its guarded row)."""
+        events, results = self.buffered_rows(job, taken)
+        insert_rows(s, events, results)
+
+    def buffered_rows(self, job, taken: tuple[list[dict], tuple[int, int] | None, list[dict]]):
+        """What :meth:`take_buffered` took as rows to insert (events, results); its progress is set on ``job`` (the
+        guarded row). For a caller that writes several jobs' rows with one statement each (:func:`insert_rows`)."""
         pending, progress, results = taken
         if progress is not None:
             job.progress_done, job.progress_total = progress
-        if pending:
-            s.execute(insert(JobEvent), [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending])
-        if results:
-            s.execute(pg_insert(GenerationResult).values(results).on_conflict_do_nothing())
+        return [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending], results
 
     @property
     def deadline_passed(self) -> bool:

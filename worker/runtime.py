@@ -41,8 +41,8 @@ from shared.settings import get_settings
 from shared.timeutil import utcnow
 from worker import testhooks
 from worker.admission import defer_if_over_cap
-from worker.context import JobContext, UserError
-from worker.fencing import Fenced, guard, ride_out
+from worker.context import JobContext, UserError, insert_rows
+from worker.fencing import Fenced, guard, guard_many, ride_out
 from worker.ml.common import Stopped
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,51 @@ def settle(ctx: JobContext, policy: KindPolicy, summary: dict | None = None, err
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown" and ctx is not process.running:
         _publish_quietly(ctx.job_id)  # (run_job publishes the job it claimed itself)
     return status
+
+
+def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPolicy) -> None:
+    """End jobs of one batch that succeeded together: what :func:`settle` writes for each, in one fenced transaction
+    (one guard, one insert of their events and results, one commit) rather than one per job.
+
+    A job whose attempt no longer owns it is left out of the write (it ends ``fenced``, as alone). If the shared
+    write fails for another reason than the database being away, each job is settled alone, so that whatever one
+    job's rows did fails that job only.
+    """
+    if len(done) == 1:
+        settle(done[0][0], policy, summary=done[0][1])
+        return
+    taken = {ctx.job_id: ctx.take_buffered() for ctx, _ in done}
+
+    def write() -> dict[str, Job]:
+        with session_scope() as s:
+            owned = guard_many(s, {ctx.job_id: ctx.attempt for ctx, _ in done})
+            events, results = [], []
+            for ctx, summary in done:
+                job = owned.get(ctx.job_id)
+                if job is not None:
+                    rows = ctx.buffered_rows(job, taken[ctx.job_id])
+                    events += rows[0]
+                    results += rows[1]
+                    lifecycle.finish(s, job, JobStatus.SUCCEEDED, summary=summary)
+            insert_rows(s, events, results)
+            return owned
+
+    try:
+        owned = ride_out(write, f"finish {len(done)} jobs of a batch")
+    except Exception as exc:  # noqa: BLE001 - each job then tries alone, and fails alone if it must
+        logger.warning("could not end %d jobs of a batch together (%s); ending each alone", len(done), exc)
+        for ctx, summary in done:
+            ctx.restore_buffered(taken[ctx.job_id])
+            settle(ctx, policy, summary=summary)
+        return
+    for ctx, _ in done:
+        process.release(ctx)
+        if ctx.job_id in owned:
+            ctx.settled = JobStatus.SUCCEEDED
+        else:
+            logger.warning("%s: stale attempt, nothing written", ctx.job_id)
+            process.joined_ids.pop(ctx.job_id, None)  # (rescued): its next message must be run, not dropped
+            ctx.settled = "fenced"
 
 
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:

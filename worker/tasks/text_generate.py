@@ -28,7 +28,7 @@ from worker.ml.lm.generate import (
     generate,
 )
 from worker.model_cache import cache
-from worker.runtime import TransientError, claim_more, process, settle
+from worker.runtime import TransientError, claim_more, process, settle, settle_succeeded
 from worker.tasks.common import (
     hub_online,
     kind_of,
@@ -114,6 +114,7 @@ class _Run:
     def __init__(self, ctx: JobContext, p: TextGenerateParams, joiner: _Joiner | None = None):
         self.ctx, self.p, self.joiner = ctx, p, joiner
         self.batch_of = joiner.first.ctx.job_id if joiner else None
+        self.batch = joiner  # the batch whose ``ended`` writes this job's success (the first job's is set by it)
         self.reported = -1
         # The model is loaded and the engine reports every REPORT_SECONDS from now on: this job's first log line
         # and progress go out with its first flush (or, for a short job, with its final commit): one commit fewer.
@@ -190,6 +191,9 @@ class _Run:
         return Stream(self.todo, self.report, self.store, self.end)
 
     def end(self, error: BaseException | None) -> None:
+        if error is None and self.batch is not None:
+            self.batch.succeeded.append(self)  # written with the others that ended in this flush (_Joiner.ended)
+            return
         settle(self.ctx, POLICY, summary=None if error else self.summary(), error=error)
 
 
@@ -207,18 +211,20 @@ def _load(ctx: JobContext, p: TextGenerateParams):
 def handle(ctx: JobContext) -> dict | None:
     p = TextGenerateParams.model_validate(ctx.params)
     source, lm, cached = _load(ctx, p)
-    run = _Run(ctx, p)
-    run.model_cache = cached
     cfg = _config(p)
     if get_settings().coalesce_seconds <= 0 or lm.model.config.model_type not in CONTINUOUS_MODEL_TYPES:
+        run = _Run(ctx, p)
+        run.model_cache = cached
         run.ctx.report(len(run.done), len(run.prompts))
         generate(lm, run.todo, cfg, report=run.report, on_chunk=run.store)
         return run.summary()
-    joiner = _Joiner(run, source, lm)
+    joiner = _Joiner(ctx, p, source, lm)
+    joiner.first.model_cache = cached
     try:
-        generate_streams(lm, [run.stream()], cfg, joiner)
+        generate_streams(lm, [joiner.first.stream()], cfg, joiner, ended=joiner.ended)
     except Exception as exc:  # engine-wide (out of memory with one row, a bug): every job of the batch ends with it
         logger.warning("batch of %s failed: %s", ctx.job_id, exc)
+        joiner.ended()  # those that finished before it did succeed
         for other in joiner.unsettled():
             other.end(exc)
         if not ctx.settled:
@@ -229,12 +235,15 @@ def handle(ctx: JobContext) -> dict | None:
 class _Joiner:
     """The engine's ``join`` callback: claims queued jobs that can share this batch, while coalescing is open."""
 
-    def __init__(self, first: _Run, source: str, lm):
-        self.first, self.source, self.lm = first, source, lm
-        self.match = first.p.model_dump(mode="json", include=set(BATCH_KEY))
+    def __init__(self, ctx: JobContext, p: TextGenerateParams, source: str, lm):
+        self.source, self.lm = source, lm
+        self.succeeded: list[_Run] = []  # runs whose streams ended well in the engine's current flush
+        self.first = _Run(ctx, p)
+        self.first.batch = self
+        self.match = p.model_dump(mode="json", include=set(BATCH_KEY))
         self.until = time.monotonic() + get_settings().coalesce_seconds
-        self.runs: list[_Run] = [first]
-        self.sources = {first.ctx.owner_id: source}
+        self.runs: list[_Run] = [self.first]
+        self.sources = {ctx.owner_id: source}
         self.last_watch = 0.0
 
     def __call__(self, free_rows: int) -> list[Stream]:
@@ -282,8 +291,15 @@ class _Joiner:
         except OperationalError as exc:  # the database is briefly away: the heartbeat notices the cancel later
             logger.warning("could not read the cancel flags of the batch of %s: %s", self.first.ctx.job_id, exc)
 
+    def ended(self) -> None:
+        """The engine's ``ended`` callback: the jobs whose streams ended well in this flush end ``succeeded``
+        together (:func:`worker.runtime.settle_succeeded`: one transaction for all of them)."""
+        done, self.succeeded = self.succeeded, []
+        if done:
+            settle_succeeded([(run.ctx, run.summary()) for run in done], POLICY)
+
     def unsettled(self) -> list[_Run]:
-        return [run for run in self.runs if not run.ctx.settled]
+        return [run for run in self.runs if not run.ctx.settled and run not in self.succeeded]
 
 
 @app.task(name=KIND.task, bind=True)

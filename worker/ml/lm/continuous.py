@@ -56,6 +56,7 @@ REPORT_SECONDS = 0.5  # report (where cancel is noticed) at least this often whi
 JOIN_SECONDS = 0.2  # ask ``join`` for more streams at most this often while rows decode (one prefill per join)
 
 Join = Callable[[int], list[Stream]]  # join(free_rows) -> streams to add (may be empty)
+Ended = Callable[[], None]  # after a flush that ended streams: the caller may write their ends together
 
 
 def kv_bytes_per_token(lm: LoadedLM) -> int:
@@ -149,8 +150,9 @@ class ContinuousEngine:
         cfg: GenerateConfig,
         join: Join | None = None,
         encoded: list[list[Encoded]] | None = None,
+        ended: Ended | None = None,
     ):
-        self.lm, self.cfg, self.join = lm, cfg, join
+        self.lm, self.cfg, self.join, self.ended = lm, cfg, join, ended
         self.dev = lm.device.torch_device
         self.eos = eos_ids(lm)
         self.eos_t = torch.tensor(sorted(self.eos), device=self.dev, dtype=torch.long)
@@ -436,15 +438,20 @@ class ContinuousEngine:
             self.last_flush = now
         if reporting:
             self.last_report = now
+        ended = False
         for live in list(self.live):
             if live.rows_left == 0 or (due and live.ready):
                 if not self._call(live, self._hand_over, live):
+                    ended = True
                     continue
             if live.rows_left == 0:
                 self.live.remove(live)
                 self._end(live, None)
+                ended = True
             elif reporting:
                 self._call(live, self._report, live, now)
+        if ended and self.ended is not None:
+            self.ended()
 
     def _hand_over(self, live: _Live) -> None:
         while live.ready:
@@ -508,12 +515,16 @@ def generate_continuous(
     return ContinuousEngine(lm, [stream], cfg, encoded=[encoded]).run()
 
 
-def generate_streams(lm: LoadedLM, streams: list[Stream], cfg: GenerateConfig, join: Join | None) -> list[Completion]:
+def generate_streams(
+    lm: LoadedLM, streams: list[Stream], cfg: GenerateConfig, join: Join | None, ended: Ended | None = None
+) -> list[Completion]:
     """Several jobs' streams in one batch, more joining between steps through ``join``; see the module docstring.
 
-    Each stream ends through its ``on_end``; only an engine-wide failure (out of memory with one row) raises.
+    Each stream ends through its ``on_end``; ``ended()``, if given, follows every flush in which streams ended (so the
+    caller can write the ends of the jobs that finished together in one transaction). Only an engine-wide failure
+    (out of memory with one row) raises.
     """
-    return ContinuousEngine(lm, streams, cfg, join).run()
+    return ContinuousEngine(lm, streams, cfg, join, ended=ended).run()
 
 
 def _autocast(device: Device):
