@@ -102,24 +102,42 @@ class Platform:
         return self.base
 
     def wait_jobs(self, ids: list[str], timeout: float = 900) -> list[dict]:
-        """Poll the job list until every job of ``ids`` ended; returns them in the order of ``ids``."""
-        pending, done, deadline = set(ids), {}, time.monotonic() + timeout
+        """Wait until every job of ``ids`` ended; returns them (as the API shows them) in the order of ``ids``.
+
+        The wait itself reads Postgres (one indexed count every 20 ms), not the API: polling the job list at that
+        rate would cost the web more CPU than the submissions being measured, on the same cores. The jobs are then
+        read once through the API.
+        """
+        from sqlalchemy import text
+
+        from shared.db import get_engine
+
+        ended = "status IN ('succeeded', 'failed', 'cancelled')"
+        count = text(f"SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND {ended}")
+        deadline = time.monotonic() + timeout
+        with get_engine().connect() as conn:
+            while conn.execute(count, {"ids": ids}).scalar() < len(set(ids)):
+                conn.rollback()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"jobs unfinished after {timeout:.0f}s")
+                time.sleep(0.02)
+        return self.jobs(ids)
+
+    def jobs(self, ids: list[str]) -> list[dict]:
+        """The jobs ``ids`` through the API (the job list, newest first, paged), in the order of ``ids``."""
+        pending, found, params = set(ids), {}, {"limit": 200}
         while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout:.0f}s")
-            params = {"limit": 200, "status": "succeeded,failed,cancelled"}
-            while True:
-                page = self.http.get(f"{self.base}/jobs", params=params, timeout=60).json()
-                for j in page["items"]:
-                    if j["id"] in pending:
-                        done[j["id"]] = j
-                        pending.discard(j["id"])
-                if not pending or not page.get("next_cursor"):
-                    break
-                params["cursor"] = page["next_cursor"]
-            if pending:
-                time.sleep(0.05)
-        return [done[i] for i in ids]
+            page = self.http.get(f"{self.base}/jobs", params=params, timeout=60).json()
+            for j in page["items"]:
+                if j["id"] in pending:
+                    found[j["id"]] = j
+                    pending.discard(j["id"])
+            if not page.get("next_cursor"):
+                break
+            params["cursor"] = page["next_cursor"]
+        if pending:
+            raise LookupError(f"{len(pending)} jobs not in the job list")
+        return [found[i] for i in ids]
 
     def wait_idle(self, timeout: float = 300, settle: float = 0.5) -> None:
         """Until the broker holds no message for the workers: none queued (any queue, any priority step) and none
