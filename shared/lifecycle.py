@@ -17,13 +17,13 @@ in the same transaction; it is published once the caller commits. The caller com
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, text, update
+from sqlalchemy import bindparam, func, insert, inspect, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from shared import webhooks
@@ -91,42 +91,46 @@ def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> floa
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
+# queued -> running for one job, and its status event (what status_event would write), in one round trip.
+_CLAIM = text("""
+WITH claimed AS (
+    UPDATE jobs SET status = 'running', started_at = coalesce(started_at, now()),
+        lease_expires_at = now() + make_interval(secs => :lease), heartbeat_at = now(), worker = :worker,
+        device = :device, not_before = NULL, timeout_seconds = coalesce(timeout_seconds, :default_timeout),
+        updated_at = now()
+    WHERE id = :id AND status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    RETURNING jobs.*
+), event AS (
+    INSERT INTO job_events (job_id, attempt, type, message, data)
+    SELECT id, attempt, 'status', format('running (attempt %s on %s, %s)', attempt, :worker, :device),
+           jsonb_build_object('status', 'running', 'worker', :worker, 'device', :device)
+    FROM claimed
+)
+SELECT * FROM claimed
+""")
+_CLAIMED = select(Job).from_statement(_CLAIM)
+
+
 def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: int, default_timeout: int) -> Job | None:
     """``queued`` → ``running`` atomically (None if taken, cancelled or not due yet); the lease starts now.
 
-    A job with no ``timeout_seconds`` of its own gets ``default_timeout`` (its kind's) written into the row.
+    A job with no ``timeout_seconds`` of its own gets ``default_timeout`` (its kind's) written into the row. The row
+    and its status event are written by one statement (every job starts here).
     """
-    job = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .where((Job.not_before.is_(None)) | (Job.not_before <= func.now()))
-        .values(
-            status=JobStatus.RUNNING,
-            started_at=func.coalesce(Job.started_at, func.now()),
-            lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
-            heartbeat_at=func.now(),
-            worker=worker,
-            device=device,
-            not_before=None,
-            timeout_seconds=func.coalesce(Job.timeout_seconds, default_timeout),
-            updated_at=func.now(),
-        )
-        .returning(Job)
-    ).scalar_one_or_none()
+    params = {"id": job_id, "worker": worker, "device": device, "lease": float(lease_seconds)}
+    job = s.scalars(_CLAIMED, {**params, "default_timeout": default_timeout}).one_or_none()
     if job is not None:
-        s.add(status_event(job, f"running (attempt {job.attempt} on {worker}, {device})", worker=worker, device=device))
         webhooks.record(s, job, JobStatus.RUNNING)
     return job
 
 
-# Queued jobs of one kind whose params contain :match, due, on one queue, best first (priority, then age), locked
-# without waiting; then at most :cap running per owner (counting what already runs), then :limit of them claimed.
-_CLAIM_BATCH = """
+# Queued, due jobs with one batch key on one queue, best first (priority, then age: the order of the partial index
+# ix_jobs_queued_batch), locked without waiting; then at most :cap running per owner (counting what already runs),
+# then :limit of them claimed.
+_CLAIM_BATCH = text("""
 WITH candidates AS (
     SELECT id, owner_id, priority, created_at FROM jobs
-    WHERE status = 'queued' AND kind = :kind AND queue = :queue AND params @> CAST(:match AS jsonb)
-      AND NOT jsonb_exists_any(params, CAST(:without AS text[]))
-      AND (not_before IS NULL OR not_before <= now())
+    WHERE status = 'queued' AND batch_key = :key AND queue = :queue AND (not_before IS NULL OR not_before <= now())
     ORDER BY priority DESC, created_at, id
     LIMIT :scan
     FOR UPDATE SKIP LOCKED
@@ -147,16 +151,22 @@ UPDATE jobs SET status = 'running', started_at = coalesce(jobs.started_at, now()
     updated_at = now()
 FROM chosen WHERE jobs.id = chosen.id
 RETURNING jobs.*
-"""
+""")
+_CLAIMED_BATCH = select(Job).from_statement(_CLAIM_BATCH)
+# The owners of the jobs a batch claim may take, in one order (their advisory locks are taken in it: no deadlock).
+_BATCH_OWNERS = (
+    select(Job.owner_id)
+    .where(Job.status == JobStatus.QUEUED, Job.batch_key == bindparam("key"), Job.queue == bindparam("queue"))
+    .distinct()
+    .order_by(Job.owner_id)
+)
 
 
 def claim_batch(
     s: Session,
     *,
-    kind: str,
+    key: str,
     queue: str,
-    match: dict[str, Any],
-    without: tuple[str, ...] = (),
     limit: int,
     cap: int,
     worker: str,
@@ -164,37 +174,31 @@ def claim_batch(
     lease_seconds: int,
     default_timeout: int,
 ) -> list[Job]:
-    """Claim up to ``limit`` queued jobs of ``kind`` on ``queue`` whose params contain ``match`` (and none of the
-    keys ``without``), in one statement.
+    """Claim up to ``limit`` queued jobs with the batch key ``key`` (:func:`shared.kinds.batch_key`) on ``queue``, in
+    one statement.
 
-    ``FOR UPDATE SKIP LOCKED`` over the due jobs in priority order (then oldest first); with ``cap`` > 0 an owner
-    gets at most ``cap`` jobs running, counting those already running. Each claimed job gets what :func:`claim`
-    gives one: ``running``, a lease, its timeout, a status event, its webhook outbox row. The caller commits.
+    ``FOR UPDATE SKIP LOCKED`` over the due jobs in priority order (then oldest first), through the partial index of
+    queued jobs by batch key (so a join costs what it finds, not the length of the queue); with ``cap`` > 0 an owner
+    gets at most ``cap`` jobs running, counting those already running. Each claimed job gets what :func:`claim` gives
+    one: ``running``, a lease, its timeout, a status event, its webhook outbox row. The caller commits.
     """
     if limit <= 0:
         return []
-    params = {"kind": kind, "queue": queue, "match": json.dumps(match), "without": list(without)}
     if cap > 0:  # the per-owner locks of the single claim (worker/admission.py), taken in one order: no deadlock
-        owners = (
-            select(Job.owner_id)
-            .where(Job.status == JobStatus.QUEUED, Job.kind == kind, Job.queue == queue)
-            .where(Job.params.contains(match))
-            .distinct()
-            .order_by(Job.owner_id)
-        )
-        for owner in s.scalars(owners):
+        for owner in s.scalars(_BATCH_OWNERS, {"key": key, "queue": queue}):
             s.execute(text("SELECT pg_advisory_xact_lock(hashtext('genqueue-running:' || :owner))"), {"owner": owner})
-    stmt = text(_CLAIM_BATCH).bindparams(
-        **params,
-        scan=max(limit * 4, 64),
-        limit=limit,
-        cap=cap,
-        lease=float(lease_seconds),
-        worker=worker,
-        device=device,
-        default_timeout=default_timeout,
-    )
-    jobs = list(s.scalars(select(Job).from_statement(stmt)))
+    params = {
+        "key": key,
+        "queue": queue,
+        "scan": max(limit * 4, 64),
+        "limit": limit,
+        "cap": cap,
+        "lease": float(lease_seconds),
+        "worker": worker,
+        "device": device,
+        "default_timeout": default_timeout,
+    }
+    jobs = list(s.scalars(_CLAIMED_BATCH, params))
     jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
     for job in jobs:
         s.add(
@@ -207,7 +211,8 @@ def claim_batch(
 
 
 def finish(s: Session, job: Job, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
-    """A running (or cancelling) job ends ``succeeded``, ``failed`` or ``cancelled``."""
+    """A running (or cancelling) job ends ``succeeded``, ``failed`` or ``cancelled`` (a row the caller holds; the
+    worker ends the attempts it runs with :func:`finish_attempt`, which writes the same)."""
     job.status = status
     job.finished_at = func.now()
     job.lease_expires_at = None
@@ -217,8 +222,82 @@ def finish(s: Session, job: Job, status: JobStatus, *, error: dict | None = None
         job.model_id = job.summary.pop("model_id", job.model_id)
     if status == JobStatus.SUCCEEDED and job.progress_total:
         job.progress_done = job.progress_total
-    s.add(status_event(job, status if error is None else f"{status}: {error['code']}: {error['message']}"))
+    s.add(status_event(job, _end_message(status, error)))
     webhooks.record(s, job, status)
+
+
+def _end_message(status: str, error: dict | None) -> str:
+    return status if error is None else f"{status}: {error['code']}: {error['message']}"
+
+
+# finish() for the attempt :attempt of job :id, fenced (no row: a newer attempt owns the job, or it ended), with the
+# attempt's last progress, results and events (the status event last) written in the same round trip.
+_FINISH = text("""
+WITH job AS (
+    UPDATE jobs SET status = :status, finished_at = now(), lease_expires_at = NULL, heartbeat_at = now(),
+        updated_at = now(), error = :error, summary = coalesce(:summary, summary),
+        model_id = coalesce(:model_id, model_id), progress_total = coalesce(:total, progress_total),
+        progress_done = CASE WHEN :succeeded AND coalesce(:total, progress_total) > 0
+                             THEN coalesce(:total, progress_total) ELSE coalesce(:done, progress_done) END
+    WHERE id = :id AND attempt = :attempt AND status IN ('running', 'cancelling')
+    RETURNING jobs.*
+), results AS (
+    INSERT INTO generation_results (job_id, attempt, prompt_index, sequence, prompt, prompt_id, text, tokens,
+                                    finish_reason)
+    SELECT job.id, job.attempt, r.prompt_index, r.sequence, r.prompt, r.prompt_id, r.text, r.tokens, r.finish_reason
+    FROM job, jsonb_to_recordset(:results) AS r(prompt_index int, sequence int, prompt text, prompt_id text,
+                                                text text, tokens int, finish_reason text)
+    ON CONFLICT DO NOTHING
+), events AS (
+    INSERT INTO job_events (job_id, attempt, type, step, message, data, at)
+    SELECT job.id, job.attempt, e.type, e.step, e.message, e.data, coalesce(e.at, now())
+    FROM job, jsonb_to_recordset(:events) AS e(n int, type text, step int, message text, data jsonb, at timestamptz)
+    ORDER BY e.n
+)
+SELECT * FROM job
+""").bindparams(*(bindparam(name, type_=JSONB) for name in ("error", "summary", "results", "events")))
+_FINISHED = select(Job).from_statement(_FINISH)
+
+
+def finish_attempt(
+    s: Session,
+    job_id: str,
+    attempt: int,
+    status: JobStatus,
+    *,
+    error: dict | None = None,
+    summary: dict | None = None,
+    progress: tuple[int, int] | None = None,
+    events: list[dict] = (),
+    results: list[dict] = (),
+) -> Job | None:
+    """:func:`finish` for a worker's own attempt, fenced and in one statement: the job row (if ``attempt`` still owns
+    it), its last ``progress`` (done, total), ``events`` (dicts of ``type``, ``step``, ``message``, ``data``, ``at``)
+    and generation ``results``, and the status event. Returns the ended row, or None when the attempt was fenced off
+    (then nothing was written). The caller commits.
+    """
+    summary = dict(summary) if summary else None
+    model_id = summary.pop("model_id", None) if summary else None
+    timeline = [{**e, "at": e["at"].isoformat() if e.get("at") else None} for e in events]
+    timeline.append({"type": "status", "message": _end_message(status, error), "data": {"status": str(status)}})
+    done, total = progress if progress is not None else (None, None)
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "status": str(status),
+        "succeeded": status == JobStatus.SUCCEEDED,
+        "error": error,
+        "summary": summary,
+        "model_id": model_id,
+        "done": done,
+        "total": total,
+        "results": list(results),
+        "events": [{**e, "n": n} for n, e in enumerate(timeline)],
+    }
+    job = s.scalars(_FINISHED, params).one_or_none()
+    if job is not None:
+        webhooks.record(s, job, status)
+    return job
 
 
 def past_timeout(job: Job) -> bool:

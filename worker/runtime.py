@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,15 +99,7 @@ def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobConte
         )
         if job is None:
             return None
-        return JobContext(
-            job_id=job.id,
-            attempt=job.attempt,
-            kind=job.kind,
-            owner_id=job.owner_id,
-            params=dict(job.params),
-            started_at=job.started_at,
-            timeout_seconds=job.timeout_seconds,
-        )
+        return _context(job)
 
 
 def _context(job: Job) -> JobContext:
@@ -118,11 +111,12 @@ def _context(job: Job) -> JobContext:
         params=dict(job.params),
         started_at=job.started_at,
         timeout_seconds=job.timeout_seconds,
+        queue=job.queue,
     )
 
 
-def claim_more(ctx: JobContext, policy: KindPolicy, match: dict[str, Any], limit: int) -> list[JobContext]:
-    """Claim up to ``limit`` more queued jobs of ``ctx``'s kind whose params contain ``match`` (cross-job batching).
+def claim_more(ctx: JobContext, policy: KindPolicy, key: str, limit: int) -> list[JobContext]:
+    """Claim up to ``limit`` more queued jobs with the batch key ``key`` on ``ctx``'s queue (cross-job batching).
 
     One statement (:func:`shared.lifecycle.claim_batch`): priority order, the per-user running cap, ``not_before``.
     Each claimed job is adopted at once (its lease is renewed with the running job's, SIGTERM hands it back); the
@@ -130,13 +124,10 @@ def claim_more(ctx: JobContext, policy: KindPolicy, match: dict[str, Any], limit
     """
     settings = get_settings()
     with session_scope() as s:
-        queue = s.scalar(select(Job.queue).where(Job.id == ctx.job_id))
         jobs = lifecycle.claim_batch(
             s,
-            kind=ctx.kind,
-            queue=queue,
-            match=match,
-            without=(testhooks.PARAM,),  # a job with a fault-injection hook runs alone, as the hook expects
+            key=key,
+            queue=ctx.queue,
             limit=limit,
             cap=settings.max_running_per_user,
             worker=ctx.worker,
@@ -221,14 +212,26 @@ def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPol
 
 
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
-    """The terminal, fenced status write (retried through a short database outage), in the same transaction as the
-    job's buffered events, progress and deferred results: one commit ends the job."""
+    """The terminal, fenced status write (retried through a short database outage), with the job's buffered events,
+    progress and deferred results: one statement and one commit end the job (:func:`shared.lifecycle.finish_attempt`).
+    """
 
     def write() -> None:
         with session_scope() as s:
-            job = guard(s, ctx.job_id, ctx.attempt)
-            ctx.write_buffered(s, job, taken)
-            lifecycle.finish(s, job, status, error=error, summary=summary)
+            events, progress, results = taken
+            ended = lifecycle.finish_attempt(
+                s,
+                ctx.job_id,
+                ctx.attempt,
+                status,
+                error=error,
+                summary=summary,
+                progress=progress,
+                events=events,
+                results=results,
+            )
+            if ended is None:
+                raise Fenced(f"job {ctx.job_id} attempt {ctx.attempt} no longer owns the job")
 
     taken = ctx.take_buffered()
     try:
@@ -257,26 +260,50 @@ def publish_now(job_id: str) -> None:
             s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=func.now()))
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the lease independently of the ML loop; notices cancel requests, fencing and the timeout.
+class Heartbeat(threading.Thread):
+    """Renews the lease of the job this process runs, and of the jobs that joined its batch, independently of the ML
+    loop; notices cancel requests, fencing and the timeout. One thread per process for its whole life, started with
+    its first job: a job's start costs no thread.
 
     A handler past its timeout is asked to stop at its next report; one that has not stopped ``hang_grace_seconds``
     later (stuck, not reporting) is failed with ``timeout`` from here, and its pool process is ended to free the
     worker (Celery starts a fresh one; the message's redelivery is absorbed by the claim).
     """
 
-    def __init__(self, ctx: JobContext, interval: float, delivery_tag: str | None = None):
-        super().__init__(daemon=True, name=f"lease-{ctx.job_id}")
-        self.ctx, self.interval, self._stop_event = ctx, interval, threading.Event()
-        self.delivery_tag, self._redis = delivery_tag, None
+    def __init__(self, interval: float):
+        super().__init__(daemon=True, name="genqueue-heartbeat")
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._job: tuple[JobContext, str | None] | None = None  # the running job and its broker message's tag
+        self._redis = None
+
+    def watch(self, ctx: JobContext, delivery_tag: str | None) -> None:
+        """Renew ``ctx`` (and the jobs that join its batch) from the next beat on, and its message's delivery."""
+        with self._lock:
+            self._job = (ctx, delivery_tag)
+
+    def unwatch(self, ctx: JobContext) -> None:
+        with self._lock:
+            if self._job is not None and self._job[0] is ctx:
+                self._job = None
+
+    def watching(self, ctx: JobContext) -> bool:
+        with self._lock:
+            return self._job is not None and self._job[0] is ctx
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            for ctx in process.leased(self.ctx):  # the job this task claimed, and those that joined its batch
-                self._renew(ctx)
-            self._touch_delivery()
+        while True:
+            time.sleep(self.interval)
+            with self._lock:
+                job = self._job
+            if job is None:
+                continue
+            ctx, tag = job
+            for one in process.leased(ctx):  # the job this task claimed, and those that joined its batch
+                self._renew(one, ctx)
+            self._touch_delivery(ctx, tag)
 
-    def _renew(self, ctx: JobContext) -> None:
+    def _renew(self, ctx: JobContext, running: JobContext) -> None:
         if ctx.stop_reason == "fenced" or ctx.settled:
             return
         try:
@@ -290,26 +317,26 @@ class LeaseKeeper(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - the DB may be briefly down; the lease has slack
             logger.warning("lease renewal for %s failed: %s", ctx.job_id, exc)
         if ctx.deadline_passed:
-            self._enforce_timeout(ctx)
+            self._enforce_timeout(ctx, running)
 
-    def _touch_delivery(self) -> None:
+    def _touch_delivery(self, ctx: JobContext, tag: str | None) -> None:
         """Keep this job's broker message invisible while the job runs (item: no redelivery to a live worker)."""
-        if not self.delivery_tag:
+        if not tag:
             return
         try:
             if self._redis is None:
                 from shared.broker import redis_client
 
                 self._redis = redis_client(timeout=1)
-            touch_deliveries([self.delivery_tag], self._redis)
+            touch_deliveries([tag], self._redis)
         except Exception as exc:  # noqa: BLE001 - Redis briefly down: the claim absorbs a redelivery anyway
-            logger.warning("could not renew the delivery of %s: %s", self.ctx.job_id, exc)
+            logger.warning("could not renew the delivery of %s: %s", ctx.job_id, exc)
 
-    def _enforce_timeout(self, ctx: JobContext) -> None:
+    def _enforce_timeout(self, ctx: JobContext, running: JobContext) -> None:
         if ctx.stop_reason is None:
             ctx.stop_reason = "timeout"
         over = (utcnow() - ctx.started_at).total_seconds() - ctx.timeout_seconds
-        if over < hang_grace_seconds(ctx.timeout_seconds) or self._stop_event.is_set():
+        if over < hang_grace_seconds(ctx.timeout_seconds) or not self.watching(running):
             return
         logger.error("%s ran %.0fs past its timeout without stopping; failing it", ctx.job_id, over)
         try:
@@ -326,10 +353,7 @@ class LeaseKeeper(threading.Thread):
         if process.exit_on_hung:
             logging.shutdown()
             os._exit(HUNG_EXIT_CODE)
-        self._stop_event.set()
-
-    def stop(self) -> None:
-        self._stop_event.set()
+        self.unwatch(running)
 
 
 class ProcessState:
@@ -353,6 +377,16 @@ class ProcessState:
         self.exit_on_hung = False
         self._previous_sigterm: Any = None
         self._sigterm_installed = False
+        self._heartbeat: tuple[int, Heartbeat] | None = None  # (pid, thread): a forked child starts its own
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """This process's :class:`Heartbeat`, started on first use."""
+        if self._heartbeat is None or self._heartbeat[0] != os.getpid():
+            beat = Heartbeat(get_settings().heartbeat_seconds)
+            beat.start()
+            self._heartbeat = (os.getpid(), beat)
+        return self._heartbeat[1]
 
     def adopt(self, ctx: JobContext) -> None:
         with self._joined_lock:
@@ -429,8 +463,7 @@ def run_job(
             logger.info("job %s not claimable (already taken, cancelled, or waiting); message dropped", job_id)
             return "skipped"
         ctx.worker, ctx.device = worker, device
-        keeper = LeaseKeeper(ctx, get_settings().heartbeat_seconds, delivery_tag)
-        keeper.start()
+        process.heartbeat.watch(ctx, delivery_tag)
         process.running = ctx
         if process.shutdown_pending:
             ctx.stop_reason = "shutdown"
@@ -440,7 +473,7 @@ def run_job(
             process.running = None
             with process._joined_lock:  # a joined job its handler left unsettled: its lease expires, it is rescued
                 process.joined = []
-            keeper.stop()
+            process.heartbeat.unwatch(ctx)
     finally:
         process.claiming = False
     if status == JobStatus.QUEUED and ctx.stop_reason == "shutdown":
