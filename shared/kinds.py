@@ -13,6 +13,8 @@ takes its per-kind runtime policy (the default timeout) from here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from shared.schemas.params import (
@@ -49,6 +51,9 @@ class JobKind:
     model_param: str = "model"  # the param shown as "Model" in job lists
     results: str | None = None  # what GET /jobs/{id}/results serves: "generations" or "tags"
     form_fields: tuple[str, ...] = ()  # the submit form's main fields, in order; the others are "Advanced"
+    # Cross-job batching: the params two jobs must agree on to share one running batch (their batch key,
+    # :func:`batch_key`); empty: the kind's jobs always run alone.
+    batch_params: tuple[str, ...] = ()
 
     @property
     def task(self) -> str:
@@ -101,6 +106,17 @@ KINDS: dict[str, JobKind] = {
             default_timeout_seconds=6 * HOUR,
             part="text_generate",
             results="generations",
+            # what decides how a row is sampled: jobs that agree on these get exactly their texts alone in a shared
+            # batch (max_new_tokens and stop are per prompt in the engine; batch_size is only a budget)
+            batch_params=(
+                "model",
+                "temperature",
+                "top_k",
+                "top_p",
+                "num_return_sequences",
+                "repetition_penalty",
+                "seed",
+            ),
         ),
         JobKind(
             "text.train",
@@ -190,6 +206,23 @@ KINDS: dict[str, JobKind] = {
 PARAMS_BY_KIND: dict[str, type[CommonParams]] = {name: k.params for name, k in KINDS.items()}
 TASK_BY_KIND: dict[str, str] = {name: k.task for name, k in KINDS.items()}
 TRAINING_KINDS: tuple[str, ...] = tuple(name for name, k in KINDS.items() if k.trains_model)
+
+
+def batch_key(kind: str, params: CommonParams | dict) -> str | None:
+    """The key under which a job of ``kind`` may share a running batch with others (cross-job batching): a digest of
+    its ``batch_params`` as validated (defaults included), so the web (which stores it with the job, indexed) and the
+    worker (which claims queued jobs by it) agree. None for a kind whose jobs run alone, and for params that do not
+    validate (a row written by hand: a test's fault-injection job runs alone)."""
+    names = KINDS[kind].batch_params if kind in KINDS else ()
+    if not names:
+        return None
+    if isinstance(params, dict):
+        try:
+            params = KINDS[kind].params.model_validate(params)
+        except ValueError:
+            return None
+    chosen = params.model_dump(mode="json", include=set(names))
+    return hashlib.sha256(json.dumps([kind, chosen], sort_keys=True).encode()).hexdigest()
 
 
 class UnknownKind(ValueError):

@@ -70,6 +70,7 @@ class JobContext:
     settled: str | None = None  # the status the job ended in, when its handler ended it itself (runtime.settle)
     worker: str = ""  # the worker and device that claimed it (a job joining its batch is claimed for the same)
     device: str = ""
+    queue: str = ""  # the queue it came from (jobs joining its batch come from the same)
     _pending: list[dict] = field(default_factory=list)
     _results: list[dict] = field(default_factory=list)  # results deferred to the next flush or the final status write
     _last_flush: float = 0.0

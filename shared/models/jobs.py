@@ -44,6 +44,15 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        # cross-job batching: the queued jobs that may join a running batch, in claim order
+        Index(
+            "ix_jobs_queued_batch",
+            "batch_key",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'queued' AND batch_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -71,6 +80,8 @@ class Job(Base):
     # The stored checkpoint a retry resumes from; moved only by a fenced write of the attempt that wrote it.
     checkpoint_key: Mapped[str | None] = mapped_column(String(500))
     dataset_id: Mapped[str | None] = mapped_column(String(40))
+    # shared.kinds.batch_key of its params (null: runs alone): jobs with one key may share a running batch
+    batch_key: Mapped[str | None] = mapped_column(String(64))
     retry_of: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -113,16 +113,27 @@ def insert_job(
     publish: bool = True,
 ) -> str:
     """A queued job written straight into Postgres (how the test-hook param gets past the API's schema), then
-    published as the API would (or, with ``publish=False``, left for the reconciler to find)."""
+    published as the API would (or, with ``publish=False``, left for the reconciler to find). Its batch key is the
+    API's (none for params the API would refuse, such as a test hook's: such a job runs alone)."""
+    from shared.kinds import batch_key
+
     job_id = new_id("job")
     with stack.engine().begin() as c:
         c.execute(
             text(
                 "INSERT INTO jobs (id, owner_id, kind, status, params, priority, queue, attempt, max_attempts, "
-                "timeout_seconds, progress_done, progress_total, search_text) VALUES (:id, :o, :k, 'queued', "
-                "CAST(:p AS jsonb), 0, 'gpu', 1, :m, :t, 0, 0, '')"
+                "timeout_seconds, progress_done, progress_total, search_text, batch_key) VALUES (:id, :o, :k, "
+                "'queued', CAST(:p AS jsonb), 0, 'gpu', 1, :m, :t, 0, 0, '', :b)"
             ),
-            {"id": job_id, "o": owner_id, "k": kind, "p": json.dumps(params), "m": max_attempts, "t": timeout_seconds},
+            {
+                "id": job_id,
+                "o": owner_id,
+                "k": kind,
+                "p": json.dumps(params),
+                "m": max_attempts,
+                "t": timeout_seconds,
+                "b": batch_key(kind, params),
+            },
         )
         c.execute(
             text(

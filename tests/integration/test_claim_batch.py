@@ -8,20 +8,19 @@ from sqlalchemy import text
 
 from shared import lifecycle
 from shared.db import session_scope
+from shared.kinds import batch_key
 from tests.faults.helpers import insert_job
 
 PARAMS = {"model": "m", "prompts": ["a"], "temperature": 1.0, "seed": 0}
-MATCH = {"model": "m", "temperature": 1.0, "seed": 0}
+KEY = batch_key("text.generate", PARAMS)
 
 
-def claim(limit: int, cap: int = 0, match: dict | None = None, without: tuple[str, ...] = ()) -> list[str]:
+def claim(limit: int, cap: int = 0) -> list[str]:
     with session_scope() as s:
         jobs = lifecycle.claim_batch(
             s,
-            kind="text.generate",
+            key=KEY,
             queue="gpu",
-            match=match or MATCH,
-            without=without,
             limit=limit,
             cap=cap,
             worker="w",
@@ -56,8 +55,8 @@ def test_claims_matching_due_jobs_in_priority_order_up_to_the_limit(stack, clean
     hooked = insert_job(stack, alice.id, "text.generate", {**PARAMS, "_test_hook": "crash"}, publish=False)
     other_kind = insert_job(stack, alice.id, "image.generate", PARAMS, publish=False)
 
-    assert claim(2, without=("_test_hook",)) == [urgent, old]
-    assert claim(10, without=("_test_hook",)) == [new]
+    assert claim(2) == [urgent, old]
+    assert claim(10) == [new]
     state = rows(stack, [urgent, old, new, later, other_seed, hooked, other_kind])
     assert {k for k, r in state.items() if r["status"] == "running"} == {urgent, old, new}
     assert all(state[k]["worker"] == "w" and state[k]["timeout_seconds"] == 60 for k in (urgent, old, new))

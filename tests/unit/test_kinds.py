@@ -83,3 +83,21 @@ def test_the_demo_follows_every_training_kind_up():
         PARAMS_BY_KIND[body["kind"]].model_validate(body["params"])
     tag = followup_body(Job(kind="text.train_tagger", model_id="mdl_x"))
     assert tag["kind"] == "text.tag" and len(tag["params"]["texts"]) == 12
+
+
+def test_batch_key_is_the_sampling_params_only():
+    from shared.kinds import batch_key
+
+    base = {"model": "m", "prompts": ["a"], "temperature": 0.7, "seed": 3}
+    key = batch_key("text.generate", base)
+    assert key is not None and len(key) == 64
+    # what a job asks for and how long: not part of the key (per prompt in the engine)
+    assert batch_key("text.generate", {**base, "prompts": ["b", "c"], "max_new_tokens": 9, "stop": ["."]}) == key
+    assert batch_key("text.generate", {**base, "top_k": 50}) == key  # a default spelled out is the default
+    for change in ({"seed": 4}, {"model": "n"}, {"temperature": 0.8}, {"top_p": 0.9}, {"num_return_sequences": 2}):
+        assert batch_key("text.generate", {**base, **change}) != key, change
+    assert batch_key("image.generate", {"model": "g"}) is None  # a kind whose jobs always run alone
+    assert batch_key("text.generate", {**base, "_test_hook": "crash"}) is None  # params the API refuses
+    from shared.schemas.params import TextGenerateParams
+
+    assert batch_key("text.generate", TextGenerateParams.model_validate(base)) == key  # validated or raw: the same

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shared import lifecycle, webhooks
 from shared.broker import publish
 from shared.ids import new_id
-from shared.kinds import KINDS, PARAMS_BY_KIND
+from shared.kinds import KINDS, PARAMS_BY_KIND, batch_key
 from shared.models import Job, JobStatus, User
 from shared.schemas.api import JobCreate
 from shared.settings import get_settings
@@ -91,6 +91,7 @@ def create_job(
         webhook_url=webhook_url,
         webhook_events=list(dict.fromkeys(req.webhook_events)) if req.webhook_events else None,
         retry_of=retry_of,
+        batch_key=batch_key(req.kind, params),
         progress_done=0,
         cancel_requested=False,
     )

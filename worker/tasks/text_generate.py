@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from shared.db import session_scope
+from shared.kinds import batch_key
 from shared.models import GenerationResult, Job, ModelKind
 from shared.schemas.params import PromptObject, TextGenerateParams
 from shared.settings import get_settings
@@ -101,9 +102,6 @@ def _config(p: TextGenerateParams) -> GenerateConfig:
     )
 
 
-# The params that decide how rows are sampled: jobs that agree on them (and on the model) can share one batch and
-# still get exactly their texts alone. max_new_tokens and stop are per prompt in the engine; batch_size is a budget.
-BATCH_KEY = ("model", "temperature", "top_k", "top_p", "num_return_sequences", "repetition_penalty", "seed")
 MAX_JOIN = 64  # jobs claimed by one join call at most
 WATCH_SECONDS = 0.5  # how often the cancel flags of the jobs that joined a batch are read
 
@@ -240,7 +238,7 @@ class _Joiner:
         self.succeeded: list[_Run] = []  # runs whose streams ended well in the engine's current flush
         self.first = _Run(ctx, p)
         self.first.batch = self
-        self.match = p.model_dump(mode="json", include=set(BATCH_KEY))
+        self.key = batch_key(KIND.name, p)  # the jobs that may join: the same sampling params (shared/kinds.py)
         self.until = time.monotonic() + get_settings().coalesce_seconds
         self.runs: list[_Run] = [self.first]
         self.sources = {ctx.owner_id: source}
@@ -251,7 +249,7 @@ class _Joiner:
             return []
         limit = min(MAX_JOIN, max(1, free_rows // self.first.p.num_return_sequences))
         try:
-            joined = claim_more(self.first.ctx, POLICY, self.match, limit)
+            joined = claim_more(self.first.ctx, POLICY, self.key, limit)
         except OperationalError as exc:  # the database is briefly away: the batch goes on without new jobs
             logger.warning("could not claim jobs into the batch of %s: %s", self.first.ctx.job_id, exc)
             return []
