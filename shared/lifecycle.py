@@ -22,7 +22,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, text
+from sqlalchemy import Row, bindparam, func, insert, inspect, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -99,26 +99,32 @@ WITH claimed AS (
         device = :device, not_before = NULL, timeout_seconds = coalesce(timeout_seconds, :default_timeout),
         updated_at = now()
     WHERE id = :id AND status = 'queued' AND (not_before IS NULL OR not_before <= now())
-    RETURNING jobs.*
+    RETURNING id, attempt, kind, owner_id, params, queue, started_at, timeout_seconds, batch_key, webhook_url,
+              webhook_events
 ), event AS (
     INSERT INTO job_events (job_id, attempt, type, message, data)
     SELECT id, attempt, 'status', format('running (attempt %s on %s, %s)', attempt, :worker, :device),
            jsonb_build_object('status', 'running', 'worker', :worker, 'device', :device)
     FROM claimed
 )
-SELECT * FROM claimed
+SELECT claimed.*, EXISTS (
+    SELECT 1 FROM jobs other WHERE other.status = 'queued' AND other.batch_key = claimed.batch_key
+        AND other.queue = claimed.queue AND other.id <> claimed.id
+) AS others_waiting
+FROM claimed
 """)
-_CLAIMED = select(Job).from_statement(_CLAIM)
 
 
-def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: int, default_timeout: int) -> Job | None:
+def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: int, default_timeout: int) -> Row | None:
     """``queued`` → ``running`` atomically (None if taken, cancelled or not due yet); the lease starts now.
 
     A job with no ``timeout_seconds`` of its own gets ``default_timeout`` (its kind's) written into the row. The row
-    and its status event are written by one statement (every job starts here).
+    and its status event are written by one statement (every job starts here), which returns what a worker needs of
+    the job (its id, attempt, kind, owner, params, queue, start, timeout, webhook) and ``others_waiting``: whether
+    other queued jobs shared its batch key (cross-job batching: a batch with nobody to join it need not look).
     """
     params = {"id": job_id, "worker": worker, "device": device, "lease": float(lease_seconds)}
-    job = s.scalars(_CLAIMED, {**params, "default_timeout": default_timeout}).one_or_none()
+    job = s.execute(_CLAIM, {**params, "default_timeout": default_timeout}).one_or_none()
     if job is not None:
         webhooks.record(s, job, JobStatus.RUNNING)
     return job
@@ -240,7 +246,7 @@ WITH job AS (
         progress_done = CASE WHEN :succeeded AND coalesce(:total, progress_total) > 0
                              THEN coalesce(:total, progress_total) ELSE coalesce(:done, progress_done) END
     WHERE id = :id AND attempt = :attempt AND status IN ('running', 'cancelling')
-    RETURNING jobs.*
+    RETURNING id, attempt, owner_id, webhook_url, webhook_events
 ), results AS (
     INSERT INTO generation_results (job_id, attempt, prompt_index, sequence, prompt, prompt_id, text, tokens,
                                     finish_reason)
@@ -256,7 +262,6 @@ WITH job AS (
 )
 SELECT * FROM job
 """).bindparams(*(bindparam(name, type_=JSONB) for name in ("error", "summary", "results", "events")))
-_FINISHED = select(Job).from_statement(_FINISH)
 
 
 def finish_attempt(
@@ -270,11 +275,11 @@ def finish_attempt(
     progress: tuple[int, int] | None = None,
     events: list[dict] = (),
     results: list[dict] = (),
-) -> Job | None:
+) -> Row | None:
     """:func:`finish` for a worker's own attempt, fenced and in one statement: the job row (if ``attempt`` still owns
     it), its last ``progress`` (done, total), ``events`` (dicts of ``type``, ``step``, ``message``, ``data``, ``at``)
-    and generation ``results``, and the status event. Returns the ended row, or None when the attempt was fenced off
-    (then nothing was written). The caller commits.
+    and generation ``results``, and the status event. Returns the ended job's id, owner and webhook, or None when the
+    attempt was fenced off (then nothing was written). The caller commits.
     """
     summary = dict(summary) if summary else None
     model_id = summary.pop("model_id", None) if summary else None
@@ -294,7 +299,7 @@ def finish_attempt(
         "results": list(results),
         "events": [{**e, "n": n} for n, e in enumerate(timeline)],
     }
-    job = s.scalars(_FINISHED, params).one_or_none()
+    job = s.execute(_FINISH, params).one_or_none()
     if job is not None:
         webhooks.record(s, job, status)
     return job

@@ -36,6 +36,21 @@ def find_model(session: Session, ref: str, user: User) -> Model | None:
     return session.scalars(_BY_REF_VISIBLE, {"ref": ref, "user_id": user.id}).first()
 
 
+# find_model for a user known by id only (a worker running that user's job): one statement, no User row loaded.
+_BY_REF_FOR_OWNER = (
+    select(Model)
+    .join(User, User.id == bindparam("user_id"))
+    .where(or_(Model.id == bindparam("ref"), Model.name == bindparam("ref")))
+    .where(or_(User.is_admin, Model.owner_id.is_(None), Model.owner_id == User.id))
+    .limit(1)
+)
+
+
+def find_model_for_owner(session: Session, ref: str, user_id: str) -> Model | None:
+    """:func:`find_model` for the user ``user_id`` (None also when that user no longer exists)."""
+    return session.scalars(_BY_REF_FOR_OWNER, {"ref": ref, "user_id": user_id}).first()
+
+
 def model_source(model: Model) -> str:
     """Where the weights are: a local directory, or the hub id (loaded online or from the local HF cache).
 

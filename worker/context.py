@@ -71,6 +71,7 @@ class JobContext:
     worker: str = ""  # the worker and device that claimed it (a job joining its batch is claimed for the same)
     device: str = ""
     queue: str = ""  # the queue it came from (jobs joining its batch come from the same)
+    others_waiting: bool = True  # other queued jobs shared its batch key when it was claimed (cross-job batching)
     _pending: list[dict] = field(default_factory=list)
     _results: list[dict] = field(default_factory=list)  # results deferred to the next flush or the final status write
     _last_flush: float = 0.0

@@ -99,10 +99,13 @@ def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobConte
         )
         if job is None:
             return None
-        return _context(job)
+        ctx = _context(job)
+        ctx.others_waiting = job.others_waiting
+        return ctx
 
 
-def _context(job: Job) -> JobContext:
+def _context(job) -> JobContext:
+    """The context of a claimed job (a :class:`Job` or a row with its columns)."""
     return JobContext(
         job_id=job.id,
         attempt=job.attempt,

@@ -19,13 +19,15 @@ TOKENS = 100  # every prompt decodes this many tokens (the tiny model's context 
 
 
 def start_batch(fstack, fclient, model: str, worker) -> tuple[dict[str, int], set[str]]:
-    """A job of 4 long prompts on ``worker`` with 8 rows in flight (so 4 rows are free for others), then 4 jobs of
+    """A job of 4 long prompts on ``worker`` with 8 rows in flight (so 4 rows are free for others), and 4 jobs of
     20-odd prompts that join its batch and queue behind those 4 free rows: thousands of decode steps, so the batch
-    outlasts the checks below by seconds even on a quiet machine (a slower one only widens the window). Returns every
-    job's prompt count and the jobs that joined on ``worker``."""
+    outlasts the checks below by seconds even on a quiet machine (a slower one only widens the window). All five are
+    queued before ``worker`` takes any (the first job is claimed with the others waiting, so it looks for them at its
+    first join, whatever the machine's speed). Returns every job's prompt count and the jobs that joined on ``worker``.
+    """
+    worker.consume(False)
     first_params = {**gen_params(model, 4, tokens=TOKENS), "batch_size": 8}
     first = submit(fclient, "text.generate", first_params)["id"]
-    wait_for(lambda: job(fstack, first)["status"] == "running", 60, "the first job to start")
     sizes = {first: 4}
     for k in range(4):
         n = 20 + k
@@ -33,6 +35,7 @@ def start_batch(fstack, fclient, model: str, worker) -> tuple[dict[str, int], se
         params["prompts"] = [f"joined job {k} prompt {i}" for i in range(n)]
         sizes[submit(fclient, "text.generate", params)["id"]] = n
     small = set(sizes) - {first}
+    worker.consume(True)
 
     def joined() -> bool:
         return all(job(fstack, j)["status"] == "running" and job(fstack, j)["worker"] == worker.hostname for j in small)

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.db import session_scope
 from shared.kinds import KINDS, JobKind
-from shared.model_refs import find_model, model_source
+from shared.model_refs import find_model_for_owner, model_source
 from shared.models import Dataset, Model, User
 from shared.objcache import get_cache
 from shared.storage import ObjectMissing, get_storage
@@ -67,8 +67,7 @@ def holding_devices(
 def load_model_row(ctx: JobContext, ref: str, kind: str) -> Model:
     """The registry row the job refers to (it was checked at submit; it may have been removed since)."""
     with session_scope() as s:
-        user = s.get(User, ctx.owner_id)
-        model = find_model(s, ref, user) if user else None
+        model = find_model_for_owner(s, ref, ctx.owner_id)
         if model is None or model.kind != kind:
             raise UserError("unknown_model", f"model {ref!r} is not in the registry (any more)")
         s.expunge(model)

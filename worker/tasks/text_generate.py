@@ -18,7 +18,7 @@ from shared.textdata import TextDataError, read_prompts
 from worker.celery_app import app
 from worker.context import JobContext, UserError
 from worker.devices import current_device
-from worker.ml.lm.continuous import generate_streams
+from worker.ml.lm.continuous import JOIN_SECONDS, generate_streams
 from worker.ml.lm.gen_base import Stream
 from worker.ml.lm.generate import (
     CONTINUOUS_MODEL_TYPES,
@@ -240,13 +240,20 @@ class _Joiner:
         self.first.batch = self
         self.key = batch_key(KIND.name, p)  # the jobs that may join: the same sampling params (shared/kinds.py)
         self.until = time.monotonic() + get_settings().coalesce_seconds
+        # A batch that began with no other job of its key waiting does not look for some during its first join
+        # interval: a short job alone (the common tiny job) then costs no join query at its end; one that runs on
+        # looks as usual (the engine asks at most every JOIN_SECONDS anyway).
+        self.quiet_until = time.monotonic() + JOIN_SECONDS
         self.runs: list[_Run] = [self.first]
         self.sources = {ctx.owner_id: source}
         self.last_watch = 0.0
 
     def __call__(self, free_rows: int) -> list[Stream]:
-        if time.monotonic() > self.until or process.shutdown_pending:
+        now = time.monotonic()
+        if now > self.until or process.shutdown_pending:
             return []
+        if not self.first.ctx.others_waiting and now < self.quiet_until:
+            return []  # nobody was waiting to join when this batch began, a moment ago: not worth a claim query
         limit = min(MAX_JOIN, max(1, free_rows // self.first.p.num_return_sequences))
         try:
             joined = claim_more(self.first.ctx, POLICY, self.key, limit)
