@@ -292,8 +292,9 @@ def test_a_finished_row_s_slot_takes_the_next_prompt_at_the_next_step(lm, monkey
     chosen = [PromptItem(i, PROMPTS[i], max_new_tokens=n) for i, n in enumerate(limits)]
     out = generate(lm, chosen, GenerateConfig(min_new_tokens=10, batch_size=2))
     assert sorted((c.index, c.tokens) for c in out) == list(enumerate(limits))
-    # prompt 0 decodes for 10 steps; meanwhile the other slot takes prompts 1, 2, 3, 4 (a step each), then 5 (two)
-    assert steps == [2] * 6 + [1] * 4
+    # prompt 0's first token comes from its prefill, then it decodes for 9 steps; meanwhile the other slot takes
+    # prompts 1, 2, 3, 4 (each done by its prefill: one token, no decode step), then 5 (its second token in a step)
+    assert steps == [1] * 4 + [2] + [1] * 4
     assert [c.index for c in out] == [1, 2, 3, 4, 5, 0]  # in the order they finished
 
 

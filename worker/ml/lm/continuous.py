@@ -4,10 +4,12 @@ A budget of rows (prompt x sequence) is in flight. Every decode step feeds each 
 its own position (per-row ``position_ids``; GPT-2's positions are absolute) and writes that token's keys and values
 into the row's slot of a per-layer buffer (S, H, W, D); a 4D mask hides each slot's columns past its position.
 Active rows always fill slots ``0..A-1``: a finished row's slot gets the last active row (one KV copy), so each
-step attends over views, never gathers. New prompts are prefilled, right-padded and batched, and join at the next
-step. Each row samples from uniforms hashed from (seed, prompt index, sequence, token number)
-(:func:`worker.ml.lm.sampling.row_uniforms`), so its text does not depend on its batch-mates. On out-of-memory the
-rows in flight go back to the queue (front) and the budget halves; a restarted row draws the same samples.
+step attends over views, never gathers. New prompts are prefilled whole, right-padded and batched; each row's first
+token is drawn from its prompt's last logits there (as ``generate`` does: no decode step just to read the prompt's
+last token), and the row joins the next decode step with it. Each row samples from uniforms hashed from (seed,
+prompt index, sequence, token number) (:func:`worker.ml.lm.sampling.row_uniforms`), so its text does not depend on
+its batch-mates. On out-of-memory the rows in flight go back to the queue (front) and the budget halves; a restarted
+row draws the same samples.
 
 Several jobs can share one engine (cross-job batching): each is a :class:`~worker.ml.lm.gen_base.Stream` with its own
 prompts and callbacks, and ``join(free_rows)`` (given by the task layer, which claims more jobs) is asked between
@@ -247,12 +249,16 @@ class ContinuousEngine:
         if not self.waiting or free <= 0 or (self.slots and free < max(1, self.budget // REFILL_FRACTION)):
             return
         rows = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+        first = len(self.slots)
         try:
-            self._prefill(rows)
+            logits = self._prefill(rows)
         except BaseException:
             self.waiting.extendleft(reversed(rows))  # an OOM here must not lose them
             raise
         self.slots.extend(rows)
+        # each new row's first token, from its prompt's last logits (its last prompt token sits at pos)
+        pos = torch.from_numpy(self.pos[first : len(self.slots)]).to(self.dev)
+        self._advance(self._choose(logits, pos, int(pos.max()) + 1, start=first).tolist(), start=first)
 
     def _step(self) -> list[int]:
         """One decode step of every active row; returns each row's new token."""
@@ -272,12 +278,14 @@ class ContinuousEngine:
         )
         return self._choose(out.logits[:, -1, :], pos, width).tolist()
 
-    def _choose(self, logits: torch.Tensor, pos: torch.Tensor, width: int) -> torch.Tensor:
-        """Next token per row (A,) from its logits (A, V): penalty, EOS masked under min_new_tokens, then a draw."""
-        cfg, rows = self.cfg, self.slots
+    def _choose(self, logits: torch.Tensor, pos: torch.Tensor, width: int, start: int = 0) -> torch.Tensor:
+        """Next token per row of slots ``start..`` (A,) from its logits (A, V) and the position of the token it was
+        fed (A,): penalty, EOS masked under min_new_tokens, then a draw."""
+        cfg, rows = self.cfg, self.slots[start:]
+        slots = self.arange[start : start + len(rows)]
         scores = logits.float()  # (A, V)
         if cfg.repetition_penalty != 1:
-            scores = penalize(scores, self.history[: len(rows), :width], cfg.repetition_penalty)
+            scores = penalize(scores, self.history[slots, :width], cfg.repetition_penalty)
         young = [len(r.out) < r.min_new for r in rows]
         if any(young):
             hide = torch.tensor(young, device=self.dev)[:, None]  # (A, 1)
@@ -294,38 +302,46 @@ class ContinuousEngine:
             u_t = torch.from_numpy(u).to(self.dev)[:, None]  # (A, 1)
             token = draw(scores, cfg.temperature, cfg.top_k, cfg.top_p, u_t)[:, 0]  # (A,)
         if cfg.repetition_penalty != 1:
-            self.history[self.arange[: len(rows)], pos + 1] = token
+            self.history[slots, pos + 1] = token
         return token
 
     # -- slots ----------------------------------------------------------------------------------------------------
-    def _prefill(self, rows: list[_Row]) -> None:
-        """Prefill every prompt of ``rows`` but its last token into slots ``A..A+n-1`` (one forward per micro-batch)."""
+    def _prefill(self, rows: list[_Row]) -> torch.Tensor:
+        """Prefill every prompt of ``rows`` into slots ``A..A+n-1`` (one forward per micro-batch); returns each row's
+        logits at its prompt's last token (n, V), from which its first token is drawn."""
         first = len(self.slots)
         by_prompt: dict[tuple[int, int], list[int]] = {}  # (stream, prompt index) -> its rows' slots
         for k, row in enumerate(rows):
             by_prompt.setdefault(row.key, []).append(first + k)
         prompts = sorted({r.key: (r.key, r.enc) for r in rows}.values(), key=lambda ke: len(ke[1].ids))
         micro = PREFILL_MICRO_BATCH["cuda" if self.lm.device.is_cuda else "cpu"]
-        long_ones = [ke for ke in prompts if len(ke[1].ids) > 1]  # one-token prompts have nothing to prefill
-        for s in range(0, len(long_ones), micro):
-            self._prefill_batch(long_ones[s : s + micro], by_prompt)
-        if self.kv is None:
-            self._allocate(None)
+        last: dict[tuple[int, int], torch.Tensor] = {}
+        for s in range(0, len(prompts), micro):
+            last.update(self._prefill_batch(prompts[s : s + micro], by_prompt))
         for k, row in enumerate(rows):
             slot = first + k
-            self.pos[slot] = len(row.enc.ids) - 1
+            self.pos[slot] = len(row.enc.ids) - 1  # its last prompt token: the next token is drawn from its logits
             self.pending[slot] = row.enc.ids[-1]
             if self.cfg.repetition_penalty != 1:
                 ids = row.enc.ids
                 self.history[slot] = ids[0]
                 self.history[slot, : len(ids)] = torch.tensor(ids, device=self.dev)
+        return torch.stack([last[row.key] for row in rows])  # (n, V)
 
-    def _prefill_batch(self, batch: list[tuple[tuple[int, int], Encoded]], by_prompt: dict) -> None:
-        prefixes = [e.ids[:-1] for _, e in batch]
-        w = max(len(p) for p in prefixes)
+    def _prefill_batch(self, batch: list[tuple[tuple[int, int], Encoded]], by_prompt: dict) -> dict:
+        """One right-padded forward of whole prompts: their keys and values into their rows' slots; returns each
+        prompt's logits at its last token."""
+        prompts = [e.ids for _, e in batch]
+        w = max(len(p) for p in prompts)
         pad = self.lm.tokenizer.pad_token_id
-        input_ids = torch.tensor([p + [pad] * (w - len(p)) for p in prefixes], device=self.dev)  # (b, w), right-padded
-        out = self.lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)  # causal: pads come last, unseen
+        input_ids = torch.tensor([p + [pad] * (w - len(p)) for p in prompts], device=self.dev)  # (b, w), right-padded
+        lasts = [len(p) - 1 for p in prompts]
+        keep = sorted(set(lasts))  # the positions whose logits are needed (few: a micro-batch has similar lengths)
+        out = self.lm.model(
+            input_ids=input_ids, use_cache=True, logits_to_keep=torch.tensor(keep, device=self.dev)
+        )  # causal: pads come last, unseen
+        column = torch.tensor([keep.index(n) for n in lasts], device=self.dev)
+        logits = out.logits[torch.arange(len(batch), device=self.dev), column]  # (b, V)
         layers = out.past_key_values.layers
         if self.kv is None:
             self._allocate(layers[0].keys)
@@ -334,6 +350,7 @@ class ContinuousEngine:
         for i, layer in enumerate(layers):
             self.kv.keys[i][dst, :, :w] = layer.keys[src]  # (n, H, w, D); pad columns are masked, then overwritten
             self.kv.values[i][dst, :, :w] = layer.values[src]
+        return {key: logits[j] for j, (key, _) in enumerate(batch)}
 
     def _allocate(self, like: torch.Tensor | None) -> None:
         """The slot buffers: per layer (S, H, W, D) keys and values, plus host positions and pending tokens."""
@@ -379,24 +396,25 @@ class ContinuousEngine:
         logger.warning("out of memory: %d rows in flight from now on", self.budget)
 
     # -- finishing ------------------------------------------------------------------------------------------------
-    def _advance(self, tokens: list[int]) -> None:
-        """Record each row's token, then retire the rows that ended (EOS, their max_new_tokens, a stop string)."""
+    def _advance(self, tokens: list[int], start: int = 0) -> None:
+        """Record the token of each row of slots ``start..``, then retire the rows that ended (EOS, their
+        max_new_tokens, a stop string)."""
         self.new_tokens += len(tokens)
         ended = []
-        for slot, (row, token) in enumerate(zip(self.slots, tokens, strict=True)):
+        for slot, (row, token) in enumerate(zip(self.slots[start:], tokens, strict=True), start):
             row.out.append(token)
             self.pos[slot] += 1
             self.pending[slot] = token
             if token in self.eos or len(row.out) >= row.enc.max_new_tokens:
                 ended.append(slot)
-        ended = sorted(set(ended) | set(self._stopped(ended)))
+        ended = sorted(set(ended) | set(self._stopped(ended, start)))
         for slot in reversed(ended):
             self._retire(slot)
 
-    def _stopped(self, ended: list[int]) -> list[int]:
-        """Slots whose new text now holds one of their stop strings (their tails decoded in one call)."""
+    def _stopped(self, ended: list[int], start: int = 0) -> list[int]:
+        """Slots ``start..`` whose new text now holds one of their stop strings (their tails decoded in one call)."""
         skip = set(ended)
-        check = [s for s, row in enumerate(self.slots) if row.enc.stop and s not in skip]
+        check = [s for s in range(start, len(self.slots)) if self.slots[s].enc.stop and s not in skip]
         if not check:
             return []
         tails = [self.slots[s].out[-stop_window(self.slots[s].enc.stop) :] for s in check]
