@@ -164,7 +164,11 @@ class JobContext:
         pending, progress, results = taken
         if progress is not None:
             job.progress_done, job.progress_total = progress
-        return [{"job_id": self.job_id, "attempt": self.attempt, **e} for e in pending], results
+        # every row with the same keys: one insert keeps them in order (their ids order the job's timeline)
+        keys = ("type", "step", "message", "data", "at")
+        return [
+            {"job_id": self.job_id, "attempt": self.attempt, **{k: e.get(k) for k in keys}} for e in pending
+        ], results
 
     @property
     def deadline_passed(self) -> bool:

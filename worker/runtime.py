@@ -186,23 +186,28 @@ def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPol
         with session_scope() as s:
             owned = guard_many(s, {ctx.job_id: ctx.attempt for ctx, _ in done})
             events, results = [], []
-            for ctx, summary in done:
-                job = owned.get(ctx.job_id)
-                if job is not None:
-                    rows = ctx.buffered_rows(job, taken[ctx.job_id])
+            for ctx, _ in done:
+                if ctx.job_id in owned:
+                    rows = ctx.buffered_rows(owned[ctx.job_id], taken[ctx.job_id])
                     events += rows[0]
                     results += rows[1]
-                    lifecycle.finish(s, job, JobStatus.SUCCEEDED, summary=summary)
-            insert_rows(s, events, results)
+            insert_rows(s, events, results)  # before the status events, which end each job's timeline
+            for ctx, summary in done:
+                if ctx.job_id in owned:
+                    lifecycle.finish(s, owned[ctx.job_id], JobStatus.SUCCEEDED, summary=summary)
             return owned
 
     try:
         owned = ride_out(write, f"finish {len(done)} jobs of a batch")
     except Exception as exc:  # noqa: BLE001 - each job then tries alone, and fails alone if it must
         logger.warning("could not end %d jobs of a batch together (%s); ending each alone", len(done), exc)
-        for ctx, summary in done:
+        for ctx, _ in done:
             ctx.restore_buffered(taken[ctx.job_id])
-            settle(ctx, policy, summary=summary)
+        for ctx, summary in done:
+            try:
+                settle(ctx, policy, summary=summary)
+            except Exception:  # noqa: BLE001 - its lease runs out and the rescuer ends it; the others go on
+                logger.exception("%s: could not write its end", ctx.job_id)
         return
     for ctx, _ in done:
         process.release(ctx)
