@@ -26,6 +26,9 @@ def start_batch(fstack, fclient, model: str, worker) -> tuple[dict[str, int], se
     first join, whatever the machine's speed). Returns every job's prompt count and the jobs that joined on ``worker``.
     """
     worker.consume(False)
+    # A BRPOP the worker issued before the cancel still waits (kombu's brpop_timeout, 1 s): a message it caught would
+    # be put back at the far end of the queue, behind the others, and another job would head the batch.
+    time.sleep(1.5)
     first_params = {**gen_params(model, 4, tokens=TOKENS), "batch_size": 8}
     first = submit(fclient, "text.generate", first_params)["id"]
     sizes = {first: 4}
