@@ -18,6 +18,7 @@ in the same transaction; it is published once the caller commits. The caller com
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -236,73 +237,97 @@ def _end_message(status: str, error: dict | None) -> str:
     return status if error is None else f"{status}: {error['code']}: {error['message']}"
 
 
-# finish() for the attempt :attempt of job :id, fenced (no row: a newer attempt owns the job, or it ended), with the
-# attempt's last progress, results and events (the status event last) written in the same round trip.
+# finish() for each attempt of :ends that still owns its job (one not returned was fenced off: a newer attempt owns
+# the job, or it ended), with each attempt's last progress, results and events (its status event last) written in
+# the same round trip.
 _FINISH = text("""
-WITH job AS (
-    UPDATE jobs SET status = :status, finished_at = now(), lease_expires_at = NULL, heartbeat_at = now(),
-        updated_at = now(), error = :error, summary = coalesce(:summary, summary),
-        model_id = coalesce(:model_id, model_id), progress_total = coalesce(:total, progress_total),
-        progress_done = CASE WHEN :succeeded AND coalesce(:total, progress_total) > 0
-                             THEN coalesce(:total, progress_total) ELSE coalesce(:done, progress_done) END
-    WHERE id = :id AND attempt = :attempt AND status IN ('running', 'cancelling')
-    RETURNING id, attempt, owner_id, webhook_url, webhook_events
+WITH ends AS (
+    SELECT * FROM jsonb_to_recordset(:ends) AS e(id text, attempt int, status text, error jsonb, summary jsonb,
+                                                 model_id text, done int, total int)
+), job AS (
+    UPDATE jobs SET status = ends.status, finished_at = now(), lease_expires_at = NULL, heartbeat_at = now(),
+        updated_at = now(), error = ends.error, summary = coalesce(ends.summary, jobs.summary),
+        model_id = coalesce(ends.model_id, jobs.model_id), progress_total = coalesce(ends.total, jobs.progress_total),
+        progress_done = CASE WHEN ends.status = 'succeeded' AND coalesce(ends.total, jobs.progress_total) > 0
+                             THEN coalesce(ends.total, jobs.progress_total)
+                             ELSE coalesce(ends.done, jobs.progress_done) END
+    FROM ends
+    WHERE jobs.id = ends.id AND jobs.attempt = ends.attempt AND jobs.status IN ('running', 'cancelling')
+    RETURNING jobs.id, jobs.attempt, jobs.status, jobs.owner_id, jobs.webhook_url, jobs.webhook_events
 ), results AS (
     INSERT INTO generation_results (job_id, attempt, prompt_index, sequence, prompt, prompt_id, text, tokens,
                                     finish_reason)
     SELECT job.id, job.attempt, r.prompt_index, r.sequence, r.prompt, r.prompt_id, r.text, r.tokens, r.finish_reason
-    FROM job, jsonb_to_recordset(:results) AS r(prompt_index int, sequence int, prompt text, prompt_id text,
-                                                text text, tokens int, finish_reason text)
+    FROM jsonb_to_recordset(:results) AS r(job_id text, prompt_index int, sequence int, prompt text, prompt_id text,
+                                           text text, tokens int, finish_reason text)
+    JOIN job ON job.id = r.job_id
     ON CONFLICT DO NOTHING
 ), events AS (
     INSERT INTO job_events (job_id, attempt, type, step, message, data, at)
     SELECT job.id, job.attempt, e.type, e.step, e.message, e.data, coalesce(e.at, now())
-    FROM job, jsonb_to_recordset(:events) AS e(n int, type text, step int, message text, data jsonb, at timestamptz)
+    FROM jsonb_to_recordset(:events) AS e(job_id text, n int, type text, step int, message text, data jsonb,
+                                          at timestamptz)
+    JOIN job ON job.id = e.job_id
     ORDER BY e.n
 )
 SELECT * FROM job
-""").bindparams(*(bindparam(name, type_=JSONB) for name in ("error", "summary", "results", "events")))
+""").bindparams(*(bindparam(name, type_=JSONB) for name in ("ends", "results", "events")))
 
 
-def finish_attempt(
-    s: Session,
-    job_id: str,
-    attempt: int,
-    status: JobStatus,
-    *,
-    error: dict | None = None,
-    summary: dict | None = None,
-    progress: tuple[int, int] | None = None,
-    events: list[dict] = (),
-    results: list[dict] = (),
-) -> Row | None:
-    """:func:`finish` for a worker's own attempt, fenced and in one statement: the job row (if ``attempt`` still owns
-    it), its last ``progress`` (done, total), ``events`` (dicts of ``type``, ``step``, ``message``, ``data``, ``at``)
-    and generation ``results``, and the status event. Returns the ended job's id, owner and webhook, or None when the
-    attempt was fenced off (then nothing was written). The caller commits.
+@dataclass
+class AttemptEnd:
+    """How one attempt a worker ran ends (:func:`finish_attempts`): its status and error or summary, and what it
+    still holds: its last ``progress`` (done, total), ``events`` (dicts of ``type``, ``step``, ``message``, ``data``,
+    ``at``, in order) and generation ``results``."""
+
+    job_id: str
+    attempt: int
+    status: JobStatus
+    error: dict | None = None
+    summary: dict | None = None
+    progress: tuple[int, int] | None = None
+    events: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+
+def finish_attempts(s: Session, ends: list[AttemptEnd]) -> dict[str, Row]:
+    """:func:`finish` for attempts a worker ran, fenced, all in one statement: each job row whose attempt still owns
+    it, with its last progress, events, results and its status event. Returns the ended jobs (id, status, owner and
+    webhook) by id; a job missing from it was fenced off, and nothing of it was written. The caller commits.
     """
-    summary = dict(summary) if summary else None
-    model_id = summary.pop("model_id", None) if summary else None
-    timeline = [{**e, "at": e["at"].isoformat() if e.get("at") else None} for e in events]
-    timeline.append({"type": "status", "message": _end_message(status, error), "data": {"status": str(status)}})
-    done, total = progress if progress is not None else (None, None)
-    params = {
-        "id": job_id,
-        "attempt": attempt,
-        "status": str(status),
-        "succeeded": status == JobStatus.SUCCEEDED,
-        "error": error,
-        "summary": summary,
-        "model_id": model_id,
-        "done": done,
-        "total": total,
-        "results": list(results),
-        "events": [{**e, "n": n} for n, e in enumerate(timeline)],
-    }
-    job = s.execute(_FINISH, params).one_or_none()
-    if job is not None:
-        webhooks.record(s, job, status)
-    return job
+    rows, events, results = [], [], []
+    for end in ends:
+        summary = dict(end.summary) if end.summary else None
+        model_id = summary.pop("model_id", None) if summary else None
+        done, total = end.progress if end.progress is not None else (None, None)
+        rows.append(
+            {
+                "id": end.job_id,
+                "attempt": end.attempt,
+                "status": str(end.status),
+                "error": end.error,
+                "summary": summary,
+                "model_id": model_id,
+                "done": done,
+                "total": total,
+            }
+        )
+        timeline = [{**e, "at": e["at"].isoformat() if e.get("at") else None} for e in end.events]
+        timeline.append(
+            {"type": "status", "message": _end_message(end.status, end.error), "data": {"status": end.status}}
+        )
+        first = len(events)
+        events += ({**e, "job_id": end.job_id, "n": first + n} for n, e in enumerate(timeline))
+        results += ({**r, "job_id": end.job_id} for r in end.results)
+    ended = {job.id: job for job in s.execute(_FINISH, {"ends": rows, "events": events, "results": results})}
+    for job in ended.values():
+        webhooks.record(s, job, job.status)
+    return ended
+
+
+def finish_attempt(s: Session, end: AttemptEnd) -> Row | None:
+    """:func:`finish_attempts` for one attempt: the ended job, or None when it was fenced off."""
+    return finish_attempts(s, [end]).get(end.job_id)
 
 
 def past_timeout(job: Job) -> bool:

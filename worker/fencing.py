@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import func, tuple_, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -49,20 +49,6 @@ def guard(session: Session, job_id: str, attempt: int, lease_seconds: int | None
     if row is None:
         raise Fenced(f"job {job_id} attempt {attempt} no longer owns the job")
     return row
-
-
-def guard_many(session: Session, attempts: dict[str, int]) -> dict[str, Job]:
-    """:func:`guard` for several jobs in one statement (``job id -> attempt``): the rows still owned by those
-    attempts, locked for the rest of the transaction, by id; a job missing from the answer is fenced off."""
-    rows = session.execute(
-        update(Job)
-        .where(tuple_(Job.id, Job.attempt).in_(list(attempts.items())))
-        .where(Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]))
-        .values(heartbeat_at=func.now(), updated_at=func.now())
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    ).scalars()
-    return {job.id: job for job in rows}
 
 
 def is_connection_error(exc: BaseException) -> bool:

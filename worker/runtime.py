@@ -42,8 +42,8 @@ from shared.settings import get_settings
 from shared.timeutil import utcnow
 from worker import testhooks
 from worker.admission import defer_if_over_cap
-from worker.context import JobContext, UserError, insert_rows
-from worker.fencing import Fenced, guard, guard_many, ride_out
+from worker.context import JobContext, UserError
+from worker.fencing import Fenced, guard, ride_out
 from worker.ml.common import Stopped
 
 logger = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ def settle(ctx: JobContext, policy: KindPolicy, summary: dict | None = None, err
 
 
 def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPolicy) -> None:
-    """End jobs of one batch that succeeded together: what :func:`settle` writes for each, in one fenced transaction
-    (one guard, one insert of their events and results, one commit) rather than one per job.
+    """End jobs of one batch that succeeded together: what :func:`settle` writes for each, in one fenced statement
+    and one commit for all of them (:func:`shared.lifecycle.finish_attempts`) rather than one per job.
 
     A job whose attempt no longer owns it is left out of the write (it ends ``fenced``, as alone). If the shared
     write fails for another reason than the database being away, each job is settled alone, so that whatever one
@@ -182,20 +182,11 @@ def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPol
         return
     taken = {ctx.job_id: ctx.take_buffered() for ctx, _ in done}
 
-    def write() -> dict[str, Job]:
+    def write() -> dict:
         with session_scope() as s:
-            owned = guard_many(s, {ctx.job_id: ctx.attempt for ctx, _ in done})
-            events, results = [], []
-            for ctx, _ in done:
-                if ctx.job_id in owned:
-                    rows = ctx.buffered_rows(owned[ctx.job_id], taken[ctx.job_id])
-                    events += rows[0]
-                    results += rows[1]
-            insert_rows(s, events, results)  # before the status events, which end each job's timeline
-            for ctx, summary in done:
-                if ctx.job_id in owned:
-                    lifecycle.finish(s, owned[ctx.job_id], JobStatus.SUCCEEDED, summary=summary)
-            return owned
+            return lifecycle.finish_attempts(
+                s, [_attempt_end(ctx, JobStatus.SUCCEEDED, taken[ctx.job_id], summary=summary) for ctx, summary in done]
+            )
 
     try:
         owned = ride_out(write, f"finish {len(done)} jobs of a batch")
@@ -206,7 +197,7 @@ def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPol
         for ctx, summary in done:
             try:
                 settle(ctx, policy, summary=summary)
-            except Exception:  # noqa: BLE001 - its lease runs out and the rescuer ends it; the others go on
+            except Exception:  # its lease runs out and the rescuer ends it; the others go on
                 logger.exception("%s: could not write its end", ctx.job_id)
         return
     for ctx, _ in done:
@@ -219,6 +210,14 @@ def settle_succeeded(done: list[tuple[JobContext, dict | None]], policy: KindPol
             ctx.settled = "fenced"
 
 
+def _attempt_end(ctx: JobContext, status: JobStatus, taken, **outcome) -> lifecycle.AttemptEnd:
+    """How ``ctx``'s attempt ends, with what :meth:`JobContext.take_buffered` took from it."""
+    events, progress, results = taken
+    return lifecycle.AttemptEnd(
+        ctx.job_id, ctx.attempt, status, progress=progress, events=events, results=results, **outcome
+    )
+
+
 def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, summary: dict | None = None) -> None:
     """The terminal, fenced status write (retried through a short database outage), with the job's buffered events,
     progress and deferred results: one statement and one commit end the job (:func:`shared.lifecycle.finish_attempt`).
@@ -226,18 +225,7 @@ def finish(ctx: JobContext, status: JobStatus, *, error: dict | None = None, sum
 
     def write() -> None:
         with session_scope() as s:
-            events, progress, results = taken
-            ended = lifecycle.finish_attempt(
-                s,
-                ctx.job_id,
-                ctx.attempt,
-                status,
-                error=error,
-                summary=summary,
-                progress=progress,
-                events=events,
-                results=results,
-            )
+            ended = lifecycle.finish_attempt(s, _attempt_end(ctx, status, taken, error=error, summary=summary))
             if ended is None:
                 raise Fenced(f"job {ctx.job_id} attempt {ctx.attempt} no longer owns the job")
 

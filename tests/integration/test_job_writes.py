@@ -78,9 +78,8 @@ def test_the_fenced_end_of_an_attempt_writes_what_the_orm_finish_writes(stack, c
     fast, orm = claimed(stack, alice.id), claimed(stack, alice.id)
     summary = {"prompts": 1, "model_id": "mdl_x"}
     with session_scope() as s:
-        ended = lifecycle.finish_attempt(
-            s, fast.job_id, fast.attempt, status, error=error, summary=summary, progress=(0, 4)
-        )
+        end = lifecycle.AttemptEnd(fast.job_id, fast.attempt, status, error=error, summary=summary, progress=(0, 4))
+        ended = lifecycle.finish_attempt(s, end)
         assert ended is not None and ended.id == fast.job_id
     with session_scope() as s:
         job = s.get(Job, orm.job_id)

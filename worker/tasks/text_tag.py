@@ -50,14 +50,17 @@ def _stored(ctx: JobContext) -> set[int]:
         return set(s.scalars(select(TagResult.text_index).where(TagResult.job_id == ctx.job_id)))
 
 
+_INSERT_TAGS = pg_insert(TagResult.__table__).on_conflict_do_nothing()  # run once per row list (executemany)
+
+
 def _store(ctx: JobContext, rows: list[dict]) -> None:
     """Insert result rows in a fenced transaction (a stale attempt writes nothing); stored rows are skipped."""
     rows = [{"job_id": ctx.job_id, "attempt": ctx.attempt, **r} for r in rows]
 
-    def write() -> int:
+    def write() -> None:
         with session_scope() as s:
             guard(s, ctx.job_id, ctx.attempt)
-            return s.execute(pg_insert(TagResult).values(rows).on_conflict_do_nothing()).rowcount or 0
+            s.execute(_INSERT_TAGS, rows)
 
     ride_out(write, f"tag results of {ctx.job_id}")
 
