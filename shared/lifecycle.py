@@ -92,28 +92,32 @@ def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> floa
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
-# queued -> running for one job, and its status event (what status_event would write), in one round trip.
-_CLAIM = text("""
-WITH claimed AS (
-    UPDATE jobs SET status = 'running', started_at = coalesce(started_at, now()),
-        lease_expires_at = now() + make_interval(secs => :lease), heartbeat_at = now(), worker = :worker,
-        device = :device, not_before = NULL, timeout_seconds = coalesce(timeout_seconds, :default_timeout),
-        updated_at = now()
-    WHERE id = :id AND status = 'queued' AND (not_before IS NULL OR not_before <= now())
-    RETURNING id, attempt, kind, owner_id, params, queue, started_at, timeout_seconds, batch_key, webhook_url,
-              webhook_events
-), event AS (
-    INSERT INTO job_events (job_id, attempt, type, message, data)
-    SELECT id, attempt, 'status', format('running (attempt %s on %s, %s)', attempt, :worker, :device),
+# What both claims set on a job they take (queued -> running, the lease from now), what they return of it (what a
+# worker needs), and the status event they add with it (``:note`` says how it was claimed).
+_RUNNING = """status = 'running', started_at = coalesce(jobs.started_at, now()),
+    lease_expires_at = now() + make_interval(secs => :lease), heartbeat_at = now(), worker = :worker,
+    device = :device, not_before = NULL, timeout_seconds = coalesce(jobs.timeout_seconds, :default_timeout),
+    updated_at = now()"""
+_CLAIMED_COLUMNS = """jobs.id, jobs.attempt, jobs.kind, jobs.owner_id, jobs.params, jobs.queue, jobs.priority,
+    jobs.created_at, jobs.started_at, jobs.timeout_seconds, jobs.batch_key, jobs.webhook_url, jobs.webhook_events"""
+_RUNNING_EVENT = """INSERT INTO job_events (job_id, attempt, type, message, data)
+    SELECT id, attempt, 'status', format('running (attempt %s on %s, %s%s)', attempt, :worker, :device, :note),
            jsonb_build_object('status', 'running', 'worker', :worker, 'device', :device)
-    FROM claimed
-)
+    FROM claimed"""
+
+# One job, and whether other queued jobs share its batch key.
+_CLAIM = text(f"""
+WITH claimed AS (
+    UPDATE jobs SET {_RUNNING}
+    WHERE id = :id AND status = 'queued' AND (not_before IS NULL OR not_before <= now())
+    RETURNING {_CLAIMED_COLUMNS}
+), event AS ({_RUNNING_EVENT})
 SELECT claimed.*, EXISTS (
     SELECT 1 FROM jobs other WHERE other.status = 'queued' AND other.batch_key = claimed.batch_key
         AND other.queue = claimed.queue AND other.id <> claimed.id
 ) AS others_waiting
 FROM claimed
-""")
+""").bindparams(note="")
 
 
 def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: int, default_timeout: int) -> Row | None:
@@ -134,7 +138,7 @@ def claim(s: Session, job_id: str, *, worker: str, device: str, lease_seconds: i
 # Queued, due jobs with one batch key on one queue, best first (priority, then age: the order of the partial index
 # ix_jobs_queued_batch), locked without waiting; then at most :cap running per owner (counting what already runs),
 # then :limit of them claimed.
-_CLAIM_BATCH = text("""
+_CLAIM_BATCH = text(f"""
 WITH candidates AS (
     SELECT id, owner_id, priority, created_at FROM jobs
     WHERE status = 'queued' AND batch_key = :key AND queue = :queue AND (not_before IS NULL OR not_before <= now())
@@ -151,15 +155,13 @@ WITH candidates AS (
     SELECT id FROM ranked WHERE :cap <= 0 OR already + nth <= :cap
     ORDER BY priority DESC, created_at, id
     LIMIT :limit
-)
-UPDATE jobs SET status = 'running', started_at = coalesce(jobs.started_at, now()),
-    lease_expires_at = now() + make_interval(secs => :lease), heartbeat_at = now(), worker = :worker,
-    device = :device, not_before = NULL, timeout_seconds = coalesce(jobs.timeout_seconds, :default_timeout),
-    updated_at = now()
-FROM chosen WHERE jobs.id = chosen.id
-RETURNING jobs.*
-""")
-_CLAIMED_BATCH = select(Job).from_statement(_CLAIM_BATCH)
+), claimed AS (
+    UPDATE jobs SET {_RUNNING}
+    FROM chosen WHERE jobs.id = chosen.id
+    RETURNING {_CLAIMED_COLUMNS}
+), event AS ({_RUNNING_EVENT})
+SELECT * FROM claimed ORDER BY priority DESC, created_at, id
+""").bindparams(note="; batched")
 # The owners of the jobs a batch claim may take, in one order (their advisory locks are taken in it: no deadlock).
 _BATCH_OWNERS = (
     select(Job.owner_id)
@@ -180,14 +182,15 @@ def claim_batch(
     device: str,
     lease_seconds: int,
     default_timeout: int,
-) -> list[Job]:
+) -> list[Row]:
     """Claim up to ``limit`` queued jobs with the batch key ``key`` (:func:`shared.kinds.batch_key`) on ``queue``, in
     one statement.
 
     ``FOR UPDATE SKIP LOCKED`` over the due jobs in priority order (then oldest first), through the partial index of
     queued jobs by batch key (so a join costs what it finds, not the length of the queue); with ``cap`` > 0 an owner
     gets at most ``cap`` jobs running, counting those already running. Each claimed job gets what :func:`claim` gives
-    one: ``running``, a lease, its timeout, a status event, its webhook outbox row. The caller commits.
+    one: ``running``, a lease, its timeout, a status event, its webhook outbox row; they come back as :func:`claim`
+    returns one, in claim order. The caller commits.
     """
     if limit <= 0:
         return []
@@ -205,14 +208,8 @@ def claim_batch(
         "device": device,
         "default_timeout": default_timeout,
     }
-    jobs = list(s.scalars(_CLAIMED_BATCH, params))
-    jobs.sort(key=lambda j: (-j.priority, j.created_at, j.id))
+    jobs = list(s.execute(_CLAIM_BATCH, params))
     for job in jobs:
-        s.add(
-            status_event(
-                job, f"running (attempt {job.attempt} on {worker}, {device}; batched)", worker=worker, device=device
-            )
-        )
         webhooks.record(s, job, JobStatus.RUNNING)
     return jobs
 
