@@ -335,13 +335,10 @@ class ContinuousEngine:
         w = max(len(p) for p in prompts)
         pad = self.lm.tokenizer.pad_token_id
         input_ids = torch.tensor([p + [pad] * (w - len(p)) for p in prompts], device=self.dev)  # (b, w), right-padded
-        lasts = [len(p) - 1 for p in prompts]
-        keep = sorted(set(lasts))  # the positions whose logits are needed (few: a micro-batch has similar lengths)
-        out = self.lm.model(
-            input_ids=input_ids, use_cache=True, logits_to_keep=torch.tensor(keep, device=self.dev)
-        )  # causal: pads come last, unseen
-        column = torch.tensor([keep.index(n) for n in lasts], device=self.dev)
-        logits = out.logits[torch.arange(len(batch), device=self.dev), column]  # (b, V)
+        out = self.lm.model.base_model(input_ids=input_ids, use_cache=True)  # causal: pads come last, unseen
+        lasts = torch.tensor([len(p) - 1 for p in prompts], device=self.dev)
+        hidden = out.last_hidden_state[torch.arange(len(batch), device=self.dev), lasts]  # (b, C): last real tokens
+        logits = self.lm.model.get_output_embeddings()(hidden)  # (b, V): the LM head on those rows only
         layers = out.past_key_values.layers
         if self.kv is None:
             self._allocate(layers[0].keys)
