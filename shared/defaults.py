@@ -1,7 +1,7 @@
 """The default of every training param, declared once: the API schemas (``shared/schemas/params.py``) and the ML
 configs (``worker/ml``) both take their defaults from here, and a job's ML config is built from its validated params.
 
-Plain Python with no imports, so that the ML code (which runs on GPU hosts without the web's packages) can use it.
+Plain Python (the standard library only), so that the ML code (which runs on GPU hosts without the web's packages) can use it.
 The values are genqueue's recipe for small and medium models on one device; each is documented in the OpenAPI
 document through the schema field that uses it.
 """
@@ -9,6 +9,7 @@ document through the schema field that uses it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 # Scratch GPT-2 sizes (``text.train`` with ``base_model: "scratch"``): the API's ``size`` choices and the shapes the
 # worker builds. ``n_positions`` is the context; a longer ``block_size`` widens it.
@@ -67,6 +68,11 @@ TAGGER_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+# How a tagger's learning rate goes after warm-up: "linear" decay to 0 at the last step, or "constant" at the peak.
+LrSchedule = Literal["linear", "constant"]
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
+
+
 @dataclass(frozen=True)
 class TaggerTrainDefaults:
     size: str = "tiny"  # scratch preset
@@ -77,7 +83,7 @@ class TaggerTrainDefaults:
     learning_rate: float = 5e-5  # peak, after warm-up; linear decay to 0 (the seed's AdamW recipe)
     scratch_learning_rate: float = 1e-3  # the peak for a scratch encoder, when learning_rate is not given
     warmup_steps: int = 10
-    lr_schedule: str = "linear"  # after warm-up: "linear" decay to 0, or "constant" at the peak
+    lr_schedule: LrSchedule = "linear"  # after warm-up (LR_SCHEDULES)
     max_steps: int = 300  # when neither max_steps nor epochs is given
     weight_decay: float = 0.01
     eval_every: int = 50

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.defaults import TAGGER_PRESETS, TAGGER_TRAIN
+from shared.defaults import TAGGER_PRESETS, TAGGER_TRAIN, LrSchedule
 from shared.schemas.params import CommonParams, Name, Ref, TrainingParams
 
 MAX_TAG_TEXT_CHARS = 20_000
@@ -38,7 +38,7 @@ class TextTrainTaggerParams(TrainingParams):
         f"{TAGGER_TRAIN.scratch_learning_rate} from scratch.",
     )
     warmup_steps: int = Field(TAGGER_TRAIN.warmup_steps, ge=0, le=1_000_000)
-    lr_schedule: Literal["linear", "constant"] = Field(
+    lr_schedule: LrSchedule = Field(
         TAGGER_TRAIN.lr_schedule,
         description="After warm-up: linear decay to 0 at the last step, or constant at the peak rate.",
     )

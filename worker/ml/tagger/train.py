@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from shared.defaults import TAGGER_TRAIN
+from shared.defaults import LR_SCHEDULES, TAGGER_TRAIN
 from shared.tagdata import label_list
 from worker.ml.checkpoints import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from worker.ml.common import Device, Report, Stopped, no_report, with_precision
@@ -107,7 +107,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TaggerTrainConfig, device: torch
 
 def lr_schedule(opt: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the peak over ``warmup`` steps, then ``"linear"`` decay to 0 at ``total`` or ``"constant"``."""
-    if kind not in ("linear", "constant"):
+    if kind not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {kind!r}")
 
     def factor(step: int) -> float:
