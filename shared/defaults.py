@@ -1,9 +1,9 @@
 """The default of every training param, declared once: the API schemas (``shared/schemas/params.py``) and the ML
 configs (``worker/ml``) both take their defaults from here, and a job's ML config is built from its validated params.
 
-Plain Python (the standard library only), so that the ML code (which runs on GPU hosts without the web's packages) can use it.
-The values are genqueue's recipe for small and medium models on one device; each is documented in the OpenAPI
-document through the schema field that uses it.
+Plain Python (the standard library only), so that the ML code (which runs on GPU hosts without the web's packages)
+can use it. The values are genqueue's recipe for small and medium models on one device; each is documented in the
+OpenAPI document through the schema field that uses it.
 """
 
 from __future__ import annotations
