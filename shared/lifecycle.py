@@ -17,14 +17,16 @@ in the same transaction; it is published once the caller commits. The caller com
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, inspect, select, text
+from sqlalchemy import Integer, Row, bindparam, func, insert, inspect, literal, or_, select, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from shared import webhooks
@@ -49,19 +51,36 @@ def queued_event(job: Job) -> JobEvent:
     return status_event(job, "queued")
 
 
-def submit(s: Session, job: Job) -> None:
+class Submitted(enum.Enum):
+    """What :func:`submit` did: wrote the job, or nothing (its idempotency key is taken, or the queue cap is full)."""
+
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # another job of its owner holds its idempotency key
+    OVER_CAP = "over_cap"  # its owner already has ``queued_cap`` queued jobs
+
+
+def submit(s: Session, job: Job, queued_cap: int = 0) -> Submitted:
     """A new job enters ``queued``: its row and the first entry of its timeline (:func:`queued_event`), with
     ``enqueued_at`` now (its caller publishes it right after the commit).
 
-    One prepared statement (the row inserted in a CTE, the event selected from it) rather than the ORM's unit of
-    work: every job comes this way, and building and flushing two objects cost the submission a second round trip
-    and most of its CPU. ``job`` is a transient :class:`Job` with every column set but the times; it stays transient,
-    and the times the database sets (``created_at``, ``updated_at``) are copied onto it. The caller commits.
+    One prepared statement, one round trip, whatever the outcome: it counts the owner's queued jobs (up to
+    ``queued_cap``; 0 = no cap) and inserts the row only below the cap, does nothing if another job of the owner holds
+    ``job.idempotency_key`` (``ON CONFLICT``: a concurrent twin waits for the first to commit, then sees it), and
+    inserts the event from the row it wrote. Every job comes this way: separate lookups of the key and of the count,
+    and the ORM's unit of work, cost a submission three more round trips and most of its CPU. ``job`` is a transient
+    :class:`Job` with every column set but the times; it stays transient, and the times the database sets
+    (``created_at``, ``updated_at``) are copied onto it when it is written. The caller commits.
     """
     values = {name: job.__dict__.get(attr) for attr, name in _SUBMITTED}
     event = queued_event(job)
-    values.update(event_type=event.type, event_message=event.message, event_data=event.data)
-    job.created_at = job.updated_at = s.execute(_submit_statement(), values).scalar_one()
+    values.update(event_type=event.type, event_message=event.message, event_data=event.data, queued_cap=queued_cap)
+    created_at, waiting = s.execute(_submit_statement(), values).one()
+    if created_at is not None:
+        job.created_at = job.updated_at = created_at
+        return Submitted.CREATED
+    if queued_cap > 0 and waiting >= queued_cap:
+        return Submitted.OVER_CAP
+    return Submitted.DUPLICATE
 
 
 _SET_BY_SUBMIT = ("created_at", "updated_at", "enqueued_at")
@@ -71,20 +90,29 @@ _SUBMITTED = [(a.key, a.columns[0].name) for a in inspect(Job).column_attrs if a
 @cache
 def _submit_statement():
     jobs, events = Job.__table__, JobEvent.__table__
-    values = {name: bindparam(name, type_=jobs.c[name].type) for _, name in _SUBMITTED}
-    values["enqueued_at"] = func.now()
-    row = insert(jobs).values(values).returning(jobs.c.id, jobs.c.attempt, jobs.c.created_at)
-    row = row.cte("new_job")
+    cap = bindparam("queued_cap", type_=Integer)
+    mine = select(literal(1)).where(jobs.c.owner_id == bindparam("owner_id"), jobs.c.status == JobStatus.QUEUED)
+    waiting = select(func.count().label("n")).select_from(mine.limit(cap).subquery()).cte("waiting")
+    names = [name for _, name in _SUBMITTED]
+    row = select(*[bindparam(name, type_=jobs.c[name].type) for name in names], func.now()).where(
+        or_(cap <= 0, waiting.c.n < cap)
+    )
+    new = (
+        pg_insert(jobs)
+        .from_select([*names, "enqueued_at"], row)
+        .on_conflict_do_nothing(constraint="uq_jobs_owner_idempotency")
+        .returning(jobs.c.id, jobs.c.attempt, jobs.c.created_at)
+        .cte("new_job")
+    )
     first = select(
-        row.c.id,
-        row.c.attempt,
-        bindparam("event_type", type_=events.c.type.type),
-        bindparam("event_message", type_=events.c.message.type),
-        bindparam("event_data", type_=events.c.data.type),
-        row.c.created_at,
+        new.c.id,
+        new.c.attempt,
+        *(bindparam(f"event_{c}", type_=events.c[c].type) for c in ("type", "message", "data")),
+        new.c.created_at,
     )
     columns = ["job_id", "attempt", "type", "message", "data", "at"]
-    return insert(events).from_select(columns, first).returning(events.c.at)  # at = the job's created_at
+    event = insert(events).from_select(columns, first).returning(events.c.at).cte("event")  # at = created_at
+    return select(select(event.c.at).scalar_subquery(), select(waiting.c.n).scalar_subquery())
 
 
 def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:

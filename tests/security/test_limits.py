@@ -13,7 +13,7 @@ JOB = {"kind": "text.generate", "params": {"model": "gpt2", "prompts": ["hello"]
 
 @pytest.fixture
 def settings_for(monkeypatch):
-    """Patch the settings one module sees: ``settings_for("web.services.limits", max_queued_per_user=2)``."""
+    """Patch the settings one module sees: ``settings_for("web.services.jobs", max_queued_per_user=2)``."""
 
     def set_(module: str, **values):
         changed = get_settings().model_copy(update=values)
@@ -25,7 +25,7 @@ def settings_for(monkeypatch):
 def test_queued_jobs_cap(client, user, settings_for):
     from tests.security.conftest import held_job
 
-    settings_for("web.services.limits", max_queued_per_user=2)
+    settings_for("web.services.jobs", max_queued_per_user=2)
     first, _ = held_job(user.id), held_job(user.id)
     refused = client.post("/api/v1/jobs", json=JOB)
     assert refused.status_code == 429
@@ -36,10 +36,32 @@ def test_queued_jobs_cap(client, user, settings_for):
     assert client.post("/api/v1/jobs", json=JOB).status_code == 201
 
 
+def test_a_retried_request_gets_its_job_back_when_the_queue_is_full(client, user, settings_for):
+    """The cap is counted by the statement that writes the job: a request whose Idempotency-Key already made a job
+    gets that job (200), full queue or not; a new key is refused; nothing is written twice."""
+    from sqlalchemy import func, select
+
+    from shared.db import session_scope
+    from shared.models import Job
+
+    settings_for("web.services.jobs", max_queued_per_user=1)
+    key = {"Idempotency-Key": "cap-replay-1"}
+    made = client.post("/api/v1/jobs", json=JOB, headers=key)
+    assert made.status_code == 201
+    again = client.post("/api/v1/jobs", json=JOB, headers=key)
+    assert again.status_code == 200 and again.get_json()["id"] == made.get_json()["id"]
+    other = client.post("/api/v1/jobs", json=JOB, headers={"Idempotency-Key": "cap-replay-2"})
+    assert other.status_code == 429 and other.get_json()["error"]["code"] == "too_many_queued"
+    changed = client.post("/api/v1/jobs", json={**JOB, "priority": 5}, headers=key)
+    assert changed.status_code == 422 and changed.get_json()["error"]["code"] == "idempotency_mismatch"
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.owner_id == user.id)) == 1
+
+
 def test_queued_cap_is_per_user(app, client, user, stack, settings_for):
     from tests.security.conftest import held_job
 
-    settings_for("web.services.limits", max_queued_per_user=1)
+    settings_for("web.services.jobs", max_queued_per_user=1)
     held_job(user.id)
     assert client.post("/api/v1/jobs", json=JOB).status_code == 429
     bob = app.test_client()

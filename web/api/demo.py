@@ -13,7 +13,7 @@ from web.security import json_body
 from web.serializers import dataset_json, job_json
 from web.services import demo
 from web.services.jobs import pydantic_details
-from web.services.limits import check_submission
+from web.services.limits import check_rate
 
 
 def _parse(model, empty_ok: bool):
@@ -32,7 +32,7 @@ def _parse(model, empty_ok: bool):
 def start_demo():
     req = _parse(DemoRequest, empty_ok=True)
     s = db_session()
-    check_submission(s, g.user)
+    check_rate(g.user)
     dataset, jobs = demo.start(s, g.user, req)
     return jsonify({"dataset": dataset_json(dataset), "jobs": [job_json(j) for j in jobs]}), 201
 
@@ -42,6 +42,6 @@ def demo_followup():
     req = _parse(FollowupRequest, empty_ok=False)
     s = db_session()
     train = demo.finished_training(s, g.user, req)  # a 404/409 before it can count against the limits
-    check_submission(s, g.user)
+    check_rate(g.user)
     job, created = demo.followup(s, g.user, train)
     return jsonify(job_json(job)), 201 if created else 200

@@ -21,7 +21,7 @@ from web.security import bad_text, json_body
 from web.serializers import artifact_json, event_json, job_json, result_json
 from web.services.cleanup import delete_job
 from web.services.jobs import cancel_job, create_job, get_job, retry_job
-from web.services.limits import check_submission
+from web.services.limits import check_rate
 from web.services.metadata import filter_by_metadata
 from web.services.metrics import metric_series
 from web.services.provenance import job_provenance, results_zip
@@ -40,7 +40,7 @@ def create():
     key = request.headers.get("Idempotency-Key")
     if key is not None and (not 1 <= len(key) <= 200 or bad_text(key)):
         raise Invalid("Idempotency-Key must be 1 to 200 characters, without NUL", code="invalid_header")
-    check_submission(db_session(), g.user)
+    check_rate(g.user)
     job, created = create_job(db_session(), g.user, _json_body(), key)
     return jsonify(job_json(job)), 201 if created else 200
 
@@ -87,7 +87,7 @@ def cancel(job_id: str):
 def retry(job_id: str):
     s = db_session()
     get_job(s, g.user, job_id)  # someone else's job is a 404, before it can count against the limits
-    check_submission(s, g.user)
+    check_rate(g.user)
     return jsonify(job_json(retry_job(s, g.user, job_id))), 201
 
 

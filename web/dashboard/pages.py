@@ -16,7 +16,7 @@ from web.dashboard.internal import api_json
 from web.db import db_session
 from web.errors import ApiError
 from web.services.datasets import upload
-from web.services.limits import check_rate, check_submission
+from web.services.limits import check_rate
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def start_demo():
     from web.services import demo
 
     try:
-        check_submission(db_session(), g.user)
+        check_rate(g.user)
         _, jobs = demo.start(db_session(), g.user, DemoRequest())
     except ApiError as exc:
         db_session().rollback()

@@ -16,7 +16,7 @@ from web.db import db_session
 from web.errors import ApiError
 from web.services.datasets import upload
 from web.services.jobs import create_job
-from web.services.limits import check_submission
+from web.services.limits import check_rate
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def submit():
         return _render(kind, fields, status=422)
     body = {"kind": kind, "params": params, **envelope}
     try:
-        check_submission(db_session(), g.user)
+        check_rate(g.user)
         job, _ = create_job(db_session(), g.user, body, request.form.get("idempotency_key") or None)
     except ApiError as exc:
         db_session().rollback()

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import lifecycle, webhooks
@@ -20,6 +19,7 @@ from shared.schemas.api import JobCreate
 from shared.settings import get_settings
 from web.errors import Conflict, Invalid, NotFound
 from web.services.admission import admit, canonical
+from web.services.limits import too_many_queued
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +59,13 @@ def search_text(kind: str, params: dict) -> str:
 def create_job(
     s: Session, user: User, body: Any, idempotency_key: str | None = None, retry_of: str | None = None
 ) -> tuple[Job, bool]:
-    """Validate, admit, insert and publish; returns (job, created). Same idempotency key + same body → same job.
+    """Validate, admit, insert and publish; returns (job, created). Same idempotency key + same body → same job
+    (whatever the queue holds: a retried request gets its job back even when its owner's queue is now full); a new
+    job past the owner's queued-jobs cap is 429 ``too_many_queued``.
 
     A created job is returned transient (not in ``s``): it was written by :func:`shared.lifecycle.submit`."""
     req, params = parse_create(body)
     request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
-    if idempotency_key:
-        existing = _by_idempotency_key(s, user, idempotency_key, request_hash)
-        if existing is not None:
-            return existing, False
     facts = admit(s, user, req.kind, params)
     webhook_url = checked_webhook_url(req.webhook_url or user.webhook_url)
     stored = params.model_dump(mode="json", exclude_none=True)
@@ -95,16 +93,17 @@ def create_job(
         progress_done=0,
         cancel_requested=False,
     )
-    try:
-        lifecycle.submit(s, job)
-        s.commit()
-    except IntegrityError:  # a concurrent request with the same idempotency key won the insert
+    cap = get_settings().max_queued_per_user
+    outcome = lifecycle.submit(s, job, queued_cap=cap)
+    if outcome is not lifecycle.Submitted.CREATED:
         s.rollback()
-        if idempotency_key:
-            existing = _by_idempotency_key(s, user, idempotency_key, request_hash)
-            if existing is not None:
-                return existing, False
-        raise
+        existing = _by_idempotency_key(s, user, idempotency_key, request_hash) if idempotency_key else None
+        if existing is not None:  # a retried request, or a concurrent twin that committed first
+            return existing, False
+        if outcome is lifecycle.Submitted.OVER_CAP:
+            raise too_many_queued(cap)
+        raise Conflict("this Idempotency-Key was just released; retry", code="idempotency_conflict")
+    s.commit()
     enqueue(s, job)
     return job, True
 

@@ -1,17 +1,15 @@
-"""Per-user limits checked before a submission becomes a job: the rate limit (Redis) and the queued-jobs cap.
+"""Per-user limits on submissions: the rate limit (Redis), checked first, and the queued-jobs cap.
 
-Both raise :class:`~web.errors.TooMany` (429 with ``Retry-After``). The rate limit fails open when Redis is down
-(see :mod:`web.ratelimit`); the cap is counted in Postgres, the source of truth.
+Both are :class:`~web.errors.TooMany` (429 with ``Retry-After``). The rate limit fails open when Redis is down
+(see :mod:`web.ratelimit`); the cap is counted in Postgres, the source of truth, by the statement that writes the job
+(:func:`shared.lifecycle.submit`), so a request that would pass it costs no extra round trip.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
-
-from shared.models import Job, JobStatus, User
+from shared.models import User
 from shared.settings import get_settings
 from web import ratelimit
 from web.errors import TooMany
@@ -22,7 +20,8 @@ QUEUED_RETRY_AFTER = 30  # seconds: a hint only; the queue drains as fast as the
 
 
 def check_rate(user: User) -> None:
-    """Count one submission against ``user``'s per-minute budget; 429 ``rate_limited`` past it."""
+    """What every submission passes first, before it is validated: count it against ``user``'s per-minute budget;
+    429 ``rate_limited`` past it."""
     decision = ratelimit.hit(user.id, get_settings().rate_limit_per_minute)
     if decision is None or decision.allowed:
         return
@@ -35,32 +34,13 @@ def check_rate(user: User) -> None:
     )
 
 
-# Built once: every submission counts (building the statement anew cost more CPU than running it).
-_WAITING = (
-    select(Job.id).where(Job.owner_id == bindparam("owner"), Job.status == JobStatus.QUEUED).limit(bindparam("cap"))
-)
-_QUEUED_COUNT = select(func.count()).select_from(_WAITING.subquery())
-
-
-def queued_count(s: Session, user: User, cap: int) -> int:
-    """How many of ``user``'s jobs wait in the queue, counted up to ``cap`` (so the query stays cheap)."""
-    return s.scalar(_QUEUED_COUNT, {"owner": user.id, "cap": cap}) or 0
-
-
-def check_queued(s: Session, user: User) -> None:
-    """429 ``too_many_queued`` when ``user`` already has the maximum number of queued jobs."""
-    cap = get_settings().max_queued_per_user
-    if cap > 0 and queued_count(s, user, cap) >= cap:
-        message = f"you already have {cap} queued jobs, the most allowed; wait for some to start or cancel some"
-        raise TooMany(
-            message,
-            code="too_many_queued",
-            details=[{"msg": message, "limit": cap}],
-            headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
-        )
-
-
-def check_submission(s: Session, user: User) -> None:
-    """Everything a new job must pass before it is validated and stored: the rate limit, then the queue cap."""
-    check_rate(user)
-    check_queued(s, user)
+def too_many_queued(cap: int) -> TooMany:
+    """429 ``too_many_queued``: the owner already has ``cap`` queued jobs (counted by the submission statement,
+    :func:`shared.lifecycle.submit`, in the same round trip that writes the job)."""
+    message = f"you already have {cap} queued jobs, the most allowed; wait for some to start or cancel some"
+    return TooMany(
+        message,
+        code="too_many_queued",
+        details=[{"msg": message, "limit": cap}],
+        headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
+    )
