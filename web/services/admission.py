@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.imagedata import BUILTIN_SOURCES
 from shared.kinds import KINDS
-from shared.model_refs import find_model, stored_file
+from shared.model_refs import find_model_recent, stored_file
 from shared.models import Dataset, Model, ModelKind, User
 from shared.objcache import get_cache
 from shared.schemas.params import GanTrainParams, ImageGenerateParams, TextGenerateParams, TextTrainParams
@@ -34,7 +34,7 @@ def field_error(field: str, message: str) -> Invalid:
 
 
 def _model(s: Session, user: User, ref: str, kind: str | tuple[str, ...], field: str) -> Model:
-    model = find_model(s, ref, user)
+    model = find_model_recent(s, ref, user)
     if model is None:
         raise field_error(field, f"unknown model {ref!r} (see GET /api/v1/models)")
     kinds = (kind,) if isinstance(kind, str) else kind

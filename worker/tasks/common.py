@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shared.db import session_scope
 from shared.kinds import KINDS, JobKind
-from shared.model_refs import find_model_for_owner, model_source
+from shared.model_refs import find_model_for_owner_recent, model_source
 from shared.models import Dataset, Model, User
 from shared.objcache import get_cache
 from shared.storage import ObjectMissing, get_storage
@@ -65,29 +64,11 @@ def holding_devices(
     return held
 
 
-# A job's model row, as found for its owner, is reused for this long by the jobs that follow on this worker process
-# (a stream of tiny jobs on one model would otherwise look it up once each). A model removed from the registry is
-# thus still used for at most this long by jobs that were admitted while it was there.
-MODEL_ROW_SECONDS = 2.0
-_model_rows: dict[tuple[str, str], tuple[float, Model]] = {}
-
-
 def load_model_row(ctx: JobContext, ref: str, kind: str) -> Model:
-    """The registry row the job refers to (it was checked at submit; it may have been removed since: a row found less
-    than ``MODEL_ROW_SECONDS`` ago for the same owner and ref is reused)."""
-    key, now = (ctx.owner_id, ref), time.monotonic()
-    hit = _model_rows.get(key)
-    if hit is not None and now - hit[0] < MODEL_ROW_SECONDS:
-        model = hit[1]
-    else:
-        with session_scope() as s:
-            model = find_model_for_owner(s, ref, ctx.owner_id)
-            if model is not None:
-                s.expunge(model)
-        if len(_model_rows) > 256:
-            _model_rows.clear()
-        if model is not None:
-            _model_rows[key] = (now, model)
+    """The registry row the job refers to (it was checked at submit; it may have been removed since: a row found for
+    the same owner and ref a moment ago is reused, :func:`shared.model_refs.recent_model`)."""
+    with session_scope() as s:
+        model = find_model_for_owner_recent(s, ref, ctx.owner_id)
     if model is None or model.kind != kind:
         raise UserError("unknown_model", f"model {ref!r} is not in the registry (any more)")
     return model
