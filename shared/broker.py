@@ -89,6 +89,8 @@ def configure(app: Celery, broker: str) -> Celery:
         worker_send_task_events=False,
         worker_enable_remote_control=True,
     )
+    if broker.startswith("redis://"):  # kombu's Redis transport, one client per channel (TLS, sentinel: kombu's own)
+        app.conf.broker_transport = "shared.kombu_redis:Transport"
     return app
 
 

@@ -1,0 +1,46 @@
+"""shared/kombu_redis.py: kombu's Redis transport with one client per channel, on the stack's real Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+from kombu import Connection, Exchange, Queue
+
+from shared.broker import configure
+from shared.kombu_redis import Channel, Transport
+
+
+def test_celery_apps_of_genqueue_use_it_for_redis_urls_only():
+    from celery import Celery
+
+    assert configure(Celery("a"), "redis://127.0.0.1:6379/0").conf.broker_transport == "shared.kombu_redis:Transport"
+    assert not configure(Celery("b"), "sentinel://127.0.0.1:26379").conf.broker_transport  # kombu's own
+
+
+def test_one_client_serves_the_channel_until_its_pool_is_replaced(stack):
+    with Connection(stack.redis.url, transport=Transport) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, Channel)
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert channel._create_client(asynchronous=True) is not first  # the event loop's own connection
+        channel._disconnect_pools()  # what kombu does after a connection error
+        again = channel._create_client()
+        assert again is not first and again.connection_pool is channel.pool
+        assert again.ping()
+
+
+def test_messages_published_and_consumed_as_with_kombus_transport(stack):
+    """Publish with this transport, consume with kombu's (and back): the format and the acks are kombu's own."""
+    name = f"kombu-redis-{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name), routing_key=name)
+    for sender, receiver in ((Transport, None), (None, Transport)):
+        body = {"job": uuid.uuid4().hex}
+        with Connection(stack.redis.url, transport=sender) as conn:
+            conn.Producer().publish(body, exchange=queue.exchange, routing_key=name, declare=[queue])
+        with Connection(stack.redis.url, transport=receiver) as conn:
+            got = []
+            with conn.Consumer(queue, callbacks=[lambda b, m: (got.append(b), m.ack())]):
+                conn.drain_events(timeout=10)
+            assert got == [body]
+            assert conn.default_channel.client.hlen("unacked") == 0  # acknowledged
