@@ -39,8 +39,13 @@ def test_messages_published_and_consumed_as_with_kombus_transport(stack):
         with Connection(stack.redis.url, transport=sender) as conn:
             conn.Producer().publish(body, exchange=queue.exchange, routing_key=name, declare=[queue])
         with Connection(stack.redis.url, transport=receiver) as conn:
-            got = []
-            with conn.Consumer(queue, callbacks=[lambda b, m: (got.append(b), m.ack())]):
+            got: list = []
+
+            def receive(b, m, got=got):
+                got.append(b)
+                m.ack()
+
+            with conn.Consumer(queue, callbacks=[receive]):
                 conn.drain_events(timeout=10)
             assert got == [body]
             assert conn.default_channel.client.hlen("unacked") == 0  # acknowledged
