@@ -39,20 +39,25 @@ def test_queued_jobs_cap(client, user, settings_for):
 def test_a_retried_request_gets_its_job_back_when_the_queue_is_full(client, user, settings_for):
     """The cap is counted by the statement that writes the job: a request whose Idempotency-Key already made a job
     gets that job (200), full queue or not; a new key is refused; nothing is written twice."""
-    from sqlalchemy import func, select
+    import hashlib
+
+    from sqlalchemy import func, select, update
 
     from shared.db import session_scope
     from shared.models import Job
+    from tests.security.conftest import held_job
+    from web.services.admission import canonical
 
     settings_for("web.services.jobs", max_queued_per_user=1)
-    key = {"Idempotency-Key": "cap-replay-1"}
-    made = client.post("/api/v1/jobs", json=JOB, headers=key)
-    assert made.status_code == 201
-    again = client.post("/api/v1/jobs", json=JOB, headers=key)
-    assert again.status_code == 200 and again.get_json()["id"] == made.get_json()["id"]
+    made = held_job(user.id)  # as if made by an earlier POST of JOB with this key (held: no worker takes it)
+    with session_scope() as s:
+        digest = hashlib.sha256(canonical(JOB).encode()).hexdigest()
+        s.execute(update(Job).where(Job.id == made).values(idempotency_key="cap-replay-1", request_hash=digest))
+    again = client.post("/api/v1/jobs", json=JOB, headers={"Idempotency-Key": "cap-replay-1"})
+    assert again.status_code == 200 and again.get_json()["id"] == made
     other = client.post("/api/v1/jobs", json=JOB, headers={"Idempotency-Key": "cap-replay-2"})
     assert other.status_code == 429 and other.get_json()["error"]["code"] == "too_many_queued"
-    changed = client.post("/api/v1/jobs", json={**JOB, "priority": 5}, headers=key)
+    changed = client.post("/api/v1/jobs", json={**JOB, "priority": 5}, headers={"Idempotency-Key": "cap-replay-1"})
     assert changed.status_code == 422 and changed.get_json()["error"]["code"] == "idempotency_mismatch"
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Job).where(Job.owner_id == user.id)) == 1
