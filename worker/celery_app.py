@@ -19,12 +19,19 @@ import logging
 import os
 import signal
 
-# Torch's CPU threads (OpenMP) yield the core while they wait rather than spin, unless the operator chose otherwise.
-# Set before any task module imports torch. A worker shares its host with the web, Postgres, Redis or other workers:
-# spinning threads then starve those processes and are themselves descheduled mid-step, which made the decode steps
-# of a 64-row batch 3 ms -> 150 ms while submissions came in (benchmarks/small_jobs: 200 one-prompt jobs 6.35 s ->
-# 3.82 s); on a quiet host PASSIVE costs nothing measurable (benchmarks/generation, GPT-2 124M: 59.0 vs 59.6 tok/s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Torch's CPU threads (OpenMP) spin only briefly (~0.1 ms) after a parallel region before they sleep, unless the
+# operator chose a wait policy. Set before any task module imports torch (OpenMP reads it when it loads).
+# - Spinning long (libgomp's default, ~3 ms; OMP_WAIT_POLICY=ACTIVE: forever) starves the web, Postgres or other
+#   workers on a shared host, and the threads are descheduled mid-step: the decode steps of a 64-row batch went
+#   3 ms -> 150 ms while submissions came in (benchmarks/small_jobs: 200 one-prompt jobs 6.35 s -> 3.82 s with PASSIVE).
+# - Not spinning at all (OMP_WAIT_POLICY=PASSIVE, used before) wakes the threads with a futex at every one of the
+#   hundreds of parallel regions of a forward pass: on a 2-core Xeon (AVX-512) that made GPT-2 124M generation through
+#   the continuous engine 1.22-1.26x slower (benchmarks.generation mixed, 64 prompts: 261 vs 318-329 tokens/s) and
+#   a tiny model's one-prompt forward 3x slower (1.84 vs 0.66 ms), with no gain under load (small_jobs (b) 1.04 vs
+#   1.01-1.08 s). (On an AVX2 EPYC, PASSIVE had cost nothing measurable.)
+# GOMP_SPINCOUNT is libgomp's (Linux torch wheels); KMP_BLOCKTIME (ms) is the same knob for Intel's and LLVM's OpenMP.
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(os.environ):
+    os.environ.update(GOMP_SPINCOUNT="10000", KMP_BLOCKTIME="1")  # libgomp: ~100,000 spins a millisecond
 
 from celery import Celery, Task, signals
 from celery.worker.request import Request

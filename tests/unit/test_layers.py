@@ -163,18 +163,21 @@ def test_a_deprecation_warning_from_our_code_fails_the_test():
         warnings.warn("a deprecated call in our code", DeprecationWarning, stacklevel=1)
 
 
-def test_worker_threads_yield_rather_than_spin_unless_the_operator_says_otherwise():
-    """``worker.celery_app`` sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is loaded (OpenMP reads it at load time)."""
+def test_worker_threads_spin_briefly_unless_the_operator_says_otherwise():
+    """``worker.celery_app`` sets a short OpenMP spin (``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME``) before torch is loaded
+    (OpenMP reads it at load time), unless the operator set a wait policy of their own."""
     probe = (
         "import os, sys\n"
+        "def policy(): return [os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')]\n"
         "class Seen:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch': print('torch', os.environ.get('OMP_WAIT_POLICY'))\n"
+        "        if name == 'torch': print('torch', *policy())\n"
         "sys.meta_path.insert(0, Seen())\n"
         "import worker.celery_app\n"
-        "print('end', os.environ.get('OMP_WAIT_POLICY'))\n"
+        "print('end', *policy())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    knobs = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+    env = {k: v for k, v in os.environ.items() if k not in knobs}
     env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never connected to: importing the app only configures it
 
     def seen() -> list[str]:
@@ -183,6 +186,10 @@ def test_worker_threads_yield_rather_than_spin_unless_the_operator_says_otherwis
         return out.stdout.splitlines()
 
     lines = seen()
-    assert lines[-1] == "end PASSIVE" and set(lines[:-1]) <= {"torch PASSIVE"}, lines  # set before torch loads
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert seen()[-1] == "end ACTIVE"  # the operator's choice stands
+    brief = "None 10000 1"
+    assert lines[-1] == f"end {brief}" and set(lines[:-1]) <= {f"torch {brief}"}, lines  # set before torch loads
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    assert seen()[-1] == "end PASSIVE None None"  # the operator's choice stands
+    del env["OMP_WAIT_POLICY"]
+    env["GOMP_SPINCOUNT"] = "0"
+    assert seen()[-1] == "end None 0 None"

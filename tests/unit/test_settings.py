@@ -10,7 +10,8 @@ import pytest
 from shared.settings import Settings, env_name, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-NOT_SETTINGS = {"HF_HUB_OFFLINE", "OMP_WAIT_POLICY"}  # documented there, read by Hugging Face / OpenMP, not genqueue
+# documented there, read by Hugging Face / OpenMP, not genqueue
+NOT_SETTINGS = {"HF_HUB_OFFLINE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"}
 
 
 def readme_variables() -> set[str]:
