@@ -41,7 +41,7 @@ def _with_driver(url: str) -> str:
 
 
 _engines: dict[str, Engine] = {}
-_makers: dict[str, sessionmaker[Session]] = {}
+_makers: dict[tuple[str, bool], sessionmaker[Session]] = {}
 
 
 # A pooled connection idle longer than this is pinged before use (one round trip); one used more recently is not.
@@ -89,11 +89,18 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float = IDLE_PING_SECON
             raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
-def new_session(url: str | None = None) -> Session:
+def new_session(url: str | None = None, autocommit: bool = False) -> Session:
+    """A session on the pooled engine of ``url``. With ``autocommit``, every statement is its own transaction: no
+    ``BEGIN`` and no ``COMMIT``/``ROLLBACK`` round trips around it (for work that reads, or writes one statement at a
+    time, such as the web's GET requests); ``commit()`` and ``rollback()`` then have nothing to end."""
     url = url or database_url()
-    if url not in _makers:
-        _makers[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
-    return _makers[url]()
+    key = (url, autocommit)
+    if key not in _makers:
+        engine = get_engine(url)
+        if autocommit:
+            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        _makers[key] = sessionmaker(bind=engine, expire_on_commit=False)
+    return _makers[key]()
 
 
 @contextmanager

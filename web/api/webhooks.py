@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, jsonify
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
 from shared import webhooks
 from shared.models import User, WebhookAttempt, WebhookDelivery
@@ -22,14 +22,22 @@ def _me(lock: bool = False) -> User:
     return db_session().scalars(stmt.with_for_update() if lock else stmt).one()
 
 
+_NEW_SECRET = (
+    update(User)
+    .where(User.id == bindparam("user_id"), User.webhook_secret.is_(None))
+    .values(webhook_secret=bindparam("s"))
+)
+_SECRET = select(User.webhook_secret).where(User.id == bindparam("user_id"))
+
+
 @bp.get("/webhooks/secret")
 def webhook_secret():
-    """The caller's ``whsec_`` secret, made on first use."""
-    s, user = db_session(), _me(lock=True)
-    if not user.webhook_secret:
-        user.webhook_secret = webhooks.new_secret()
-        s.commit()
-    return jsonify({"secret": user.webhook_secret})
+    """The caller's ``whsec_`` secret, made on first use: one conditional statement, so two first requests at once
+    get the same secret (a ``GET`` runs in autocommit, ``web/db.py``: no lock outlives its statement)."""
+    s = db_session()
+    s.execute(_NEW_SECRET, {"user_id": g.user.id, "s": webhooks.new_secret()})
+    s.commit()
+    return jsonify({"secret": s.scalar(_SECRET, {"user_id": g.user.id})})
 
 
 @bp.post("/webhooks/secret")
