@@ -63,6 +63,29 @@ def test_a_retried_request_gets_its_job_back_when_the_queue_is_full(client, user
         assert s.scalar(select(func.count()).select_from(Job).where(Job.owner_id == user.id)) == 1
 
 
+def test_a_retried_request_gets_its_job_back_after_its_model_is_gone(client, user, tiny_model):
+    """Admission runs before the key is looked up (the write settles it); a retry refused by admission now (its model
+    was removed) still gets the job its first request made, and a new request is refused."""
+    from sqlalchemy import delete
+
+    from shared.db import session_scope
+    from shared.model_refs import _recent
+    from shared.models import Model
+
+    name = tiny_model.name
+    body = {"kind": "text.generate", "params": {"model": name, "prompts": ["hello"], "max_new_tokens": 1}}
+    key = {"Idempotency-Key": "model-gone-1"}
+    made = client.post("/api/v1/jobs", json=body, headers=key)
+    assert made.status_code == 201, made.get_json()
+    with session_scope() as s:
+        s.execute(delete(Model).where(Model.name == name))
+    _recent.clear()  # this process found the model a moment ago (the web reuses a row for 2 s)
+    again = client.post("/api/v1/jobs", json=body, headers=key)
+    assert again.status_code == 200 and again.get_json()["id"] == made.get_json()["id"]
+    fresh = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "model-gone-2"})
+    assert fresh.status_code == 422 and "unknown model" in fresh.get_json()["error"]["message"]
+
+
 def test_queued_cap_is_per_user(app, client, user, stack, settings_for):
     from tests.security.conftest import held_job
 

@@ -66,8 +66,14 @@ def create_job(
     A created job is returned transient (not in ``s``): it was written by :func:`shared.lifecycle.submit`."""
     req, params = parse_create(body)
     request_hash = hashlib.sha256(canonical(body).encode()).hexdigest()
-    facts = admit(s, user, req.kind, params)
-    webhook_url = checked_webhook_url(req.webhook_url or user.webhook_url)
+    try:
+        facts = admit(s, user, req.kind, params)
+        webhook_url = checked_webhook_url(req.webhook_url or user.webhook_url)
+    except Invalid:  # a retried request whose model, dataset or webhook host is refused now still gets its job
+        existing = _by_idempotency_key(s, user, idempotency_key, request_hash) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
     stored = params.model_dump(mode="json", exclude_none=True)
     job = Job(
         id=new_id("job"),
