@@ -35,7 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from shared import lifecycle
-from shared.broker import publish, touch_deliveries
+from shared.broker import publish, touch_deliveries, withdraw
 from shared.db import session_scope
 from shared.models import Job, JobStatus
 from shared.settings import get_settings
@@ -142,6 +142,8 @@ def claim_more(ctx: JobContext, policy: KindPolicy, key: str, limit: int) -> lis
     for joined in contexts:
         joined.worker, joined.device = ctx.worker, ctx.device
         process.adopt(joined)
+    if jobs:  # their messages would only be delivered to be dropped: take them out of the queue now
+        withdraw(ctx.queue, [(job.id, job.priority) for job in jobs])
     return contexts
 
 

@@ -4,6 +4,7 @@ each keeps its own results, progress, events and status (HTTP → Postgres → C
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -25,6 +26,14 @@ def submit(client, prompts: list, **params) -> str:
     return resp.get_json()["id"]
 
 
+def tasks_delivered(worker) -> int:
+    """How many task messages the worker process has received since it started (Celery's own count)."""
+    from shared.broker import sender
+
+    stats = sender().control.inspect(destination=[worker.hostname], timeout=10).stats() or {}
+    return sum(stats[worker.hostname]["total"].values())
+
+
 def results(client, job_id: str) -> list[dict]:
     lines = client.get(f"/api/v1/jobs/{job_id}/results").get_data(as_text=True).splitlines()
     return [json.loads(line) for line in lines]
@@ -44,12 +53,17 @@ def test_queued_jobs_of_one_model_share_a_batch_and_keep_everything_their_own(
     first = submit(client, [f"The first job's prompt {i}" for i in range(6)], model=model, max_new_tokens=30)
     small = [submit(client, [f"one small job number {k}"], model=model) for k in range(10)]
     other_seed = submit(client, ["a job with its own seed"], model=model, seed=12)
+    delivered = tasks_delivered(worker)
     worker.consume(True)
 
     jobs = {j: wait_status(client, j, ("succeeded", "failed", "cancelled")) for j in [first, *small, other_seed]}
     assert {j["status"] for j in jobs.values()} == {"succeeded"}, jobs
     batched = [j for j in jobs.values() if j["summary"].get("batched_with")]
     assert len(batched) >= 10  # all but the job each batch started from
+    # the joined jobs' own messages were taken out of the queue when they joined (shared/broker.py:withdraw), not
+    # delivered later only to be dropped: the worker received the messages of the jobs that started a batch
+    time.sleep(1.0)  # a message still left would be delivered and dropped by now
+    assert tasks_delivered(worker) - delivered <= 12 - len(batched), (delivered, tasks_delivered(worker))
     assert jobs[other_seed]["summary"].get("batched_with") is None  # other sampling settings: never joined
     assert all(j["summary"]["batched_with"] != j["id"] for j in batched)
 

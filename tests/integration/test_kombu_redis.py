@@ -1,13 +1,17 @@
-"""shared/kombu_redis.py: kombu's Redis transport with one client per channel, on the stack's real Redis."""
+"""shared/kombu_redis.py: kombu's Redis transport with one client per channel; shared/broker.py:withdraw, which takes
+joined jobs' waiting messages out of their queue. On the stack's real Redis."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from kombu import Connection, Exchange, Queue
 
 from shared.broker import configure
 from shared.kombu_redis import Channel, Transport
+
+JOB_ID = re.compile(rb"job_[0-9a-f]{28}")
 
 
 def test_celery_apps_of_genqueue_use_it_for_redis_urls_only():
@@ -49,3 +53,31 @@ def test_messages_published_and_consumed_as_with_kombus_transport(stack):
                 conn.drain_events(timeout=10)
             assert got == [body]
             assert conn.default_channel.client.hlen("unacked") == 0  # acknowledged
+
+
+def test_withdraw_takes_exactly_the_named_jobs_messages_out_of_their_lists(stack):
+    """Messages published as the web publishes them (every priority step); some named ones sit deep in a list of
+    others (past several 64-entry chunks, after earlier removals), some are not there at all."""
+    import redis
+
+    from shared.broker import publish, queue_list, withdraw
+    from shared.ids import new_id
+
+    queue = f"withdraw-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(stack.redis.url)
+    jobs = [(new_id("job"), priority) for priority in (0, 0, 50, -50) for _ in range(100)]  # oldest first
+    for job_id, priority in jobs:
+        assert publish(job_id, "text.generate", queue, priority)
+    named = [jobs[k] for k in (0, 1, 63, 64, 65, 99, 150, 399)]
+    gone = [(new_id("job"), 0), (new_id("job"), 50)]  # delivered already, or never published
+    assert withdraw(queue, [*named, *gone]) == len(named)
+
+    def waiting(priority: int) -> list[str]:
+        raw = client.lrange(queue_list(queue, priority), 0, -1)
+        return [JOB_ID.search(r).group().decode() for r in reversed(raw)]  # oldest first
+
+    left = {p: waiting(p) for p in (0, 50, -50)}
+    expected = {p: [j for j, q in jobs if q == p and (j, q) not in named] for p in (0, 50, -50)}
+    assert left == expected
+    assert withdraw(queue, named) == 0  # twice is harmless
+    client.close()
