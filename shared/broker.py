@@ -7,6 +7,7 @@ reconciler in ``worker/maintenance.py`` publishes again whatever Postgres says i
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from functools import lru_cache
@@ -14,6 +15,7 @@ from functools import lru_cache
 from celery import Celery
 
 from shared.breaker import Breaker
+from shared.ids import HEX_DIGITS
 from shared.kinds import TASK_BY_KIND
 from shared.settings import get_settings
 
@@ -144,7 +146,8 @@ def redis_client(timeout: float = 5):
 # wake-up (the job's row says what runs), so one not found here (already delivered, or not yet published) is dropped
 # on delivery as before. KEYS[1] is one list (a queue at one priority step); ARGV[1] how many of its entries to look
 # at, from the oldest end (where the oldest jobs, the ones a batch claims, wait); ARGV[2..] the job ids. A message's
-# first job id is its job's (the id is its only argument; see worker/maintenance.py:JOB_ID).
+# first job id (:data:`JOB_ID`) is its job's: the id is its only argument.
+JOB_ID = re.compile(rb"job_[0-9a-f]{%d}" % HEX_DIGITS)  # a job id in a raw broker message
 _WITHDRAW = """
 local want, left = {}, 0
 for i = 2, #ARGV do want[ARGV[i]] = true; left = left + 1 end
@@ -154,7 +157,7 @@ while left > 0 and seen < budget do
   local n = math.min(64, budget - seen)
   local chunk = redis.call('LRANGE', KEYS[1], -(seen + n) + removed, -(seen + 1) + removed)
   for i = #chunk, 1, -1 do
-    local id = string.match(chunk[i], 'job_' .. string.rep('%x', 28))
+    local id = string.match(chunk[i], 'job_' .. string.rep('%x', HEX_DIGITS))
     if id and want[id] then
       removed = removed + redis.call('LREM', KEYS[1], -1, chunk[i])
       want[id] = nil
@@ -164,7 +167,7 @@ while left > 0 and seen < budget do
   seen = seen + n
 end
 return removed
-"""
+""".replace("HEX_DIGITS", str(HEX_DIGITS))
 WITHDRAW_SCAN = 1024  # entries looked at per list and call: bounds the time Redis spends on one withdrawal
 
 

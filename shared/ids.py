@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+HEX_DIGITS = 28  # after the prefix: 12 of milliseconds, 16 random
+
 
 def new_id(prefix: str) -> str:
     """``job_0193f2…``: sorts by creation time, so the newest-first list can page by id."""

@@ -14,7 +14,6 @@ A Postgres advisory lock makes sure only one worker does this at a time.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from datetime import timedelta
 
@@ -22,7 +21,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared import lifecycle, webhooks
-from shared.broker import QUEUES, publish, redis_client, unacked_deliveries
+from shared.broker import JOB_ID, QUEUES, publish, redis_client, unacked_deliveries
 from shared.cleanup import prune_expired
 from shared.db import get_engine, session_scope
 from shared.models import Job, JobEvent, JobStatus, Worker
@@ -33,7 +32,6 @@ from worker.gpu_memory import gpu_memory_used
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = 727275
-JOB_ID = re.compile(rb"job_[0-9a-f]{28}")
 RESEND_GRACE = timedelta(seconds=5)
 
 

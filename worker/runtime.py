@@ -105,7 +105,7 @@ def claim(job_id: str, worker: str, device: str, policy: KindPolicy) -> JobConte
 
 
 def _context(job) -> JobContext:
-    """The context of a claimed job (a :class:`Job` or a row with its columns)."""
+    """The context of a claimed job, from the row its claim returned (``lifecycle.claim``, ``claim_batch``)."""
     return JobContext(
         job_id=job.id,
         attempt=job.attempt,

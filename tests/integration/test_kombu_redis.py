@@ -3,15 +3,12 @@ joined jobs' waiting messages out of their queue. On the stack's real Redis."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from kombu import Connection, Exchange, Queue
 
 from shared.broker import configure
 from shared.kombu_redis import Channel, Transport
-
-JOB_ID = re.compile(rb"job_[0-9a-f]{28}")
 
 
 def test_celery_apps_of_genqueue_use_it_for_redis_urls_only():
@@ -60,7 +57,7 @@ def test_withdraw_takes_exactly_the_named_jobs_messages_out_of_their_lists(stack
     others (past several 64-entry chunks, after earlier removals), some are not there at all."""
     import redis
 
-    from shared.broker import publish, queue_list, withdraw
+    from shared.broker import JOB_ID, publish, queue_list, withdraw
     from shared.ids import new_id
 
     queue = f"withdraw-{uuid.uuid4().hex[:8]}"
