@@ -193,3 +193,35 @@ def test_worker_threads_spin_briefly_unless_the_operator_says_otherwise():
     del env["OMP_WAIT_POLICY"]
     env["GOMP_SPINCOUNT"] = "0"
     assert seen()[-1] == "end None 0 None"
+
+
+def test_pool_processes_share_the_cpu_threads_unless_the_operator_says_otherwise():
+    """With ``--concurrency N``, each pool process takes 1/N of torch's CPU threads when it starts (at least one);
+    one pool process keeps torch's default; ``OMP_NUM_THREADS`` set by the operator stands. Driven through Celery's
+    own signals, as the worker's main process and each pool process send them."""
+    probe = (
+        "import sys, torch\n"
+        "from celery import signals\n"
+        "import worker.celery_app\n"
+        "class Worker: concurrency = int(sys.argv[1])\n"
+        "before = torch.get_num_threads()\n"
+        "signals.worker_init.send(sender=Worker())\n"
+        "signals.worker_process_init.send(sender='probe')\n"
+        "print(before, torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never connected to
+
+    def threads(concurrency: int) -> tuple[int, int]:
+        cmd = [sys.executable, "-c", probe, str(concurrency)]
+        out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        before, after = map(int, out.stdout.split())
+        return before, after
+
+    before, after = threads(2)
+    assert after == max(1, before // 2), (before, after)
+    before, after = threads(1)
+    assert after == before
+    env["OMP_NUM_THREADS"] = "2"
+    assert threads(4) == (2, 2)  # the operator's choice stands
