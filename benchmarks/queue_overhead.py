@@ -1,8 +1,9 @@
 """Queue overhead: tiny jobs through the full path vs a bare Celery round trip on the same Redis.
 
 Full path: HTTP POST → Postgres row → Celery message → worker claims in Postgres, generates one token with a tiny
-model (warm cache), stores the result and status → HTTP poll sees ``succeeded``. Every job has its own seed, so no
-two can share a batch (cross-job batching is measured by ``benchmarks.small_jobs``): this is the per-job cost.
+model (warm cache), stores the result and status → HTTP poll sees ``succeeded``. Every job names a model of its own
+(registered names for the same weights, so the worker's model cache serves them all): jobs of other models cannot
+share a batch (cross-job batching is measured by ``benchmarks.small_jobs``), so this is the per-job cost.
 Baseline: a no-op Celery task with a Redis result backend, same broker, one worker process each. Prints p50/p95
 latency, jobs/s, and ratios. Everything it starts is stopped on success, failure or Ctrl-C.
 
@@ -23,13 +24,14 @@ from tests.tiny import make_tiny_gpt2
 def run_full_path(p: Platform, n: int) -> dict:
     from shared.registration import register_local_model
 
-    model = register_local_model("bench-tiny", str(make_tiny_gpt2(p.root / "tiny")))
+    weights = str(make_tiny_gpt2(p.root / "tiny"))
+    models = [register_local_model(f"bench-tiny-{i}", weights).name for i in range(n + 1)]
     user = p.stack.make_user("bench")
     p.worker("bench")
     base = p.web(user.token)
 
-    def body(seed: int) -> dict:
-        params = {"model": model.name, "prompts": ["hi"], "max_new_tokens": 1, "seed": seed}
+    def body(i: int) -> dict:
+        params = {"model": models[i], "prompts": ["hi"], "max_new_tokens": 1}
         return {"kind": "text.generate", "params": params}
 
     warm = p.http.post(f"{base}/jobs", json=body(0), timeout=60).json()  # loads the model into the worker's cache

@@ -106,17 +106,9 @@ KINDS: dict[str, JobKind] = {
             default_timeout_seconds=6 * HOUR,
             part="text_generate",
             results="generations",
-            # what decides how a row is sampled: jobs that agree on these get exactly their texts alone in a shared
-            # batch (max_new_tokens and stop are per prompt in the engine; batch_size is only a budget)
-            batch_params=(
-                "model",
-                "temperature",
-                "top_k",
-                "top_p",
-                "num_return_sequences",
-                "repetition_penalty",
-                "seed",
-            ),
+            # jobs of one model share a batch: each draws with its own sampling params, limits and stop strings
+            # (worker/ml/lm/gen_base.Stream) and gets exactly its texts alone; batch_size is only a budget
+            batch_params=("model",),
         ),
         JobKind(
             "text.train",

@@ -51,13 +51,13 @@ def test_claims_matching_due_jobs_in_priority_order_up_to_the_limit(stack, clean
     set_column(stack, urgent, "priority = 50")
     later = insert_job(stack, alice.id, "text.generate", PARAMS, publish=False)
     set_column(stack, later, "not_before = now() + interval '1 hour'")  # backing off: not due
-    other_seed = insert_job(stack, alice.id, "text.generate", {**PARAMS, "seed": 7}, publish=False)
+    other_model = insert_job(stack, alice.id, "text.generate", {**PARAMS, "model": "n"}, publish=False)
     hooked = insert_job(stack, alice.id, "text.generate", {**PARAMS, "_test_hook": "crash"}, publish=False)
     other_kind = insert_job(stack, alice.id, "image.generate", PARAMS, publish=False)
 
     assert claim(2) == [urgent, old]
     assert claim(10) == [new]
-    state = rows(stack, [urgent, old, new, later, other_seed, hooked, other_kind])
+    state = rows(stack, [urgent, old, new, later, other_model, hooked, other_kind])
     assert {k for k, r in state.items() if r["status"] == "running"} == {urgent, old, new}
     assert all(state[k]["worker"] == "w" and state[k]["timeout_seconds"] == 60 for k in (urgent, old, new))
     assert all(state[k]["lease_expires_at"] is not None for k in (urgent, old, new))

@@ -52,11 +52,11 @@ def test_queued_jobs_of_one_model_share_a_batch_and_keep_everything_their_own(
     model = tiny_model.name
     first = submit(client, [f"The first job's prompt {i}" for i in range(6)], model=model, max_new_tokens=30)
     small = [submit(client, [f"one small job number {k}"], model=model) for k in range(10)]
-    other_seed = submit(client, ["a job with its own seed"], model=model, seed=12)
+    own_sampling = submit(client, ["a job with its own sampling"], model=model, seed=12, temperature=0.5)
     delivered = tasks_delivered(worker)
     worker.consume(True)
 
-    jobs = {j: wait_status(client, j, ("succeeded", "failed", "cancelled")) for j in [first, *small, other_seed]}
+    jobs = {j: wait_status(client, j, ("succeeded", "failed", "cancelled")) for j in [first, *small, own_sampling]}
     assert {j["status"] for j in jobs.values()} == {"succeeded"}, jobs
     batched = [j for j in jobs.values() if j["summary"].get("batched_with")]
     assert len(batched) >= 10  # all but the job each batch started from
@@ -64,7 +64,7 @@ def test_queued_jobs_of_one_model_share_a_batch_and_keep_everything_their_own(
     # delivered later only to be dropped: the worker received the messages of the jobs that started a batch
     time.sleep(1.0)  # a message still left would be delivered and dropped by now
     assert tasks_delivered(worker) - delivered <= 12 - len(batched), (delivered, tasks_delivered(worker))
-    assert jobs[other_seed]["summary"].get("batched_with") is None  # other sampling settings: never joined
+    assert jobs[own_sampling]["summary"].get("batched_with")  # other sampling settings: joined all the same
     assert all(j["summary"]["batched_with"] != j["id"] for j in batched)
 
     lm = load_causal_lm(str(tiny_model_dir), pick_device("cpu"))
@@ -80,6 +80,9 @@ def test_queued_jobs_of_one_model_share_a_batch_and_keep_everything_their_own(
             if e["type"] == "status"
         ]
         assert statuses == ["queued", "running", "succeeded"]
+    assert [r["text"] for r in results(client, own_sampling)] == alone(
+        lm, ["a job with its own sampling"], seed=12, temperature=0.5
+    )  # drawn with its own seed and temperature in the shared batch
     first_rows = results(client, first)
     assert [r["text"] for r in first_rows] == alone(lm, [r["prompt"] for r in first_rows], max_new_tokens=30)
 

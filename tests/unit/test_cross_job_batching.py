@@ -21,10 +21,10 @@ def lm(tmp_path_factory):
 class Job:
     """What the task layer keeps per job: its chunks, its reports, how it ended."""
 
-    def __init__(self, items: list[PromptItem], stop_at_report: int | None = None):
+    def __init__(self, items: list[PromptItem], stop_at_report: int | None = None, cfg: GenerateConfig | None = None):
         self.items, self.chunks, self.reports, self.ends = items, [], [], []
         self.stop_at_report = stop_at_report
-        self.stream = Stream(items, self.report, self.chunks.append, self.ends.append)
+        self.stream = Stream(items, self.report, self.chunks.append, self.ends.append, cfg)
 
     def report(self, step: int, total: int, **metrics: float) -> None:
         self.reports.append((step, total))
@@ -81,6 +81,41 @@ def test_jobs_joining_mid_decode_get_exactly_their_texts_alone(lm, monkeypatch):
         assert job.ends == [None]
         assert job.reports[-1] == (len(job.items), len(job.items))
     assert len(later[-1].out[0].text) > 0 and later[-1].out[0].tokens == 40
+
+
+def test_jobs_with_other_sampling_share_the_batch_and_get_exactly_their_texts_alone(lm, monkeypatch):
+    """Each stream draws with its own config (temperature, top-k, top-p, seed, greedy, repetition penalty, sequences
+    per prompt, default limit and stop strings), in one batch with the others; each gets what it gets alone."""
+    monkeypatch.setattr(continuous, "JOIN_SECONDS", 0.0)
+    engine = GenerateConfig(max_new_tokens=10, seed=1, batch_size=32)
+    configs = [
+        GenerateConfig(max_new_tokens=10, seed=1),
+        GenerateConfig(max_new_tokens=14, seed=2, temperature=0.7, top_k=5),
+        GenerateConfig(max_new_tokens=9, seed=2, top_p=0.8, top_k=None),
+        GenerateConfig(max_new_tokens=12, temperature=0, num_return_sequences=2),
+        GenerateConfig(max_new_tokens=11, seed=3, repetition_penalty=1.3, num_return_sequences=3),
+        GenerateConfig(max_new_tokens=10, seed=1),  # the first job's sampling again: drawn in its group
+        GenerateConfig(max_new_tokens=16, seed=4, stop=["e"], repetition_penalty=0.8),
+    ]
+    jobs = [
+        Job([PromptItem(i, PROMPTS[(k + i) % len(PROMPTS)]) for i in range(2)], cfg=c) for k, c in enumerate(configs)
+    ]
+    draws = []
+    real = continuous.ContinuousEngine._draw
+
+    def counting(self, scores, rows, *args):
+        draws.append(len(rows))
+        return real(self, scores, rows, *args)
+
+    monkeypatch.setattr(continuous.ContinuousEngine, "_draw", counting)
+    steps = run_joining(lm, jobs[0], jobs[1:], engine, after_steps=2)
+    assert max(steps) > 4 and len(draws) > len(steps)  # they shared steps, drawn in several groups
+    monkeypatch.setattr(continuous.ContinuousEngine, "_draw", real)
+    for job, cfg in zip(jobs, configs, strict=True):
+        assert job.ends == [None]
+        alone = generate(lm, job.items, cfg)
+        assert texts(job.out) == texts(alone), cfg
+        assert len(job.out) == 2 * cfg.num_return_sequences
 
 
 def test_cancelling_one_job_leaves_the_others_untouched(lm, monkeypatch):

@@ -85,17 +85,17 @@ def test_the_demo_follows_every_training_kind_up():
     assert tag["kind"] == "text.tag" and len(tag["params"]["texts"]) == 12
 
 
-def test_batch_key_is_the_sampling_params_only():
+def test_batch_key_is_the_model_only():
     from shared.kinds import batch_key
 
     base = {"model": "m", "prompts": ["a"], "temperature": 0.7, "seed": 3}
     key = batch_key("text.generate", base)
     assert key is not None and len(key) == 64
-    # what a job asks for and how long: not part of the key (per prompt in the engine)
+    # what a job asks for, how long and how it samples: not part of the key (per stream and prompt in the engine)
     assert batch_key("text.generate", {**base, "prompts": ["b", "c"], "max_new_tokens": 9, "stop": ["."]}) == key
-    assert batch_key("text.generate", {**base, "top_k": 50}) == key  # a default spelled out is the default
-    for change in ({"seed": 4}, {"model": "n"}, {"temperature": 0.8}, {"top_p": 0.9}, {"num_return_sequences": 2}):
-        assert batch_key("text.generate", {**base, **change}) != key, change
+    for change in ({"seed": 4}, {"temperature": 0}, {"top_p": 0.9}, {"num_return_sequences": 2}, {"batch_size": 4}):
+        assert batch_key("text.generate", {**base, **change}) == key, change
+    assert batch_key("text.generate", {**base, "model": "n"}) != key
     assert batch_key("image.generate", {"model": "g"}) is None  # a kind whose jobs always run alone
     assert batch_key("text.generate", {**base, "_test_hook": "crash"}) is None  # params the API refuses
     from shared.schemas.params import TextGenerateParams

@@ -120,8 +120,8 @@ class _Run:
         self.prompts = _prompts(ctx, p)
         # only an earlier attempt can have stored results
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
-        # Each prompt carries its job's own limit and stop strings: in a shared batch the engine's config is the
-        # first job's, and these two may differ between the jobs of one batch.
+        # Each prompt carries its job's own limit and stop strings (a retry's prompts too), as the job's stream carries
+        # its sampling: the engine's config is the first job's (its row budget).
         self.todo = [
             replace(
                 item,
@@ -186,7 +186,7 @@ class _Run:
 
     def stream(self) -> Stream:
         self.report(0, len(self.todo))
-        return Stream(self.todo, self.report, self.store, self.end)
+        return Stream(self.todo, self.report, self.store, self.end, _config(self.p))
 
     def end(self, error: BaseException | None) -> None:
         if error is None and self.batch is not None:
@@ -238,7 +238,7 @@ class _Joiner:
         self.succeeded: list[_Run] = []  # runs whose streams ended well in the engine's current flush
         self.first = _Run(ctx, p)
         self.first.batch = self
-        self.key = batch_key(KIND.name, p)  # the jobs that may join: the same sampling params (shared/kinds.py)
+        self.key = batch_key(KIND.name, p)  # the jobs that may join: the same model ref (shared/kinds.py)
         self.until = time.monotonic() + get_settings().coalesce_seconds
         # A batch that began with no other job of its key waiting does not look for some during its first join
         # interval: a short job alone (the common tiny job) then costs no join query at its end; one that runs on

@@ -114,6 +114,8 @@ class _Live:
     number: int
     total: int
     rows_left: int
+    cfg: GenerateConfig  # its sampling (the stream's, else the engine's)
+    sampling: tuple = ()  # what decides how its rows draw: streams with the same one are drawn together
     partial: dict[int, list[Completion]] = field(default_factory=dict)
     ready: list[Completion] = field(default_factory=list)
     done: int = 0
@@ -161,28 +163,36 @@ class ContinuousEngine:
         self.waiting: deque[_Row] = deque()
         self.live: list[_Live] = []
         self.numbered = 0
+        self.kv: _SlotCache | None = None
+        self.history: torch.Tensor | None = None  # (S, W + 1) token ids, only once a stream has a repetition penalty
+        self.penalized = False
         pre = encoded or [None] * len(streams)  # streams already encoded by the caller
         widths = [_width(e) for stream, enc in zip(streams, pre, strict=True) for e in self._add(stream, enc)]
         self.width = max(widths, default=1)  # KV columns a row can need (grows when a longer row joins)
         self.budget = rows_in_flight(lm, cfg, self.width)
         self.slots: list[_Row] = []
-        self.kv: _SlotCache | None = None
         self.results: list[Completion] = []
         self.new_tokens = 0
         self.start = self.last_flush = self.last_report = self.last_join = time.monotonic()
 
     def _add(self, stream: Stream, encoded: list[Encoded] | None = None) -> list[Encoded]:
         """Queue a stream's rows (behind those waiting); a stream whose prompts cannot be encoded ends at once."""
+        cfg = stream.cfg or self.cfg
         if encoded is None:
             try:
-                encoded = encode(self.lm, stream.items, self.cfg)
+                encoded = encode(self.lm, stream.items, cfg)
             except ValueError as exc:
-                self._end(_Live(stream, self.numbered, 0, 0), exc)
+                self._end(_Live(stream, self.numbered, 0, 0, cfg), exc)
                 return []
-        copies = self.cfg.decoded_sequences
-        live = _Live(stream, self.numbered, len(encoded), len(encoded) * copies)
+        copies = cfg.decoded_sequences
+        sampling = (cfg.temperature, cfg.top_k or None, cfg.top_p, cfg.seed, cfg.repetition_penalty)
+        live = _Live(stream, self.numbered, len(encoded), len(encoded) * copies, cfg, sampling)
         self.numbered += 1
         self.live.append(live)
+        if cfg.repetition_penalty != 1 and not self.penalized:
+            self.penalized = True
+            if self.kv is not None:  # buffers already made without a history: rows in flight need none
+                self.history = torch.zeros((self.budget, self.width + 1), dtype=torch.long, device=self.dev)
         min_new = self.cfg.min_new_tokens
         self.waiting.extend(_Row(e, k, min(min_new, e.max_new_tokens), live) for e in encoded for k in range(copies))
         return encoded
@@ -233,7 +243,7 @@ class ContinuousEngine:
         if old is None:
             return
         keys, values, pos, pending = old.keys, old.values, self.pos, self.pending
-        history = self.history if self.cfg.repetition_penalty != 1 else None
+        history = self.history
         self._allocate(keys[0])
         for i in range(len(keys)):
             self.kv.keys[i][:, :, : keys[i].shape[2]] = keys[i]
@@ -280,10 +290,25 @@ class ContinuousEngine:
 
     def _choose(self, logits: torch.Tensor, pos: torch.Tensor, width: int, start: int = 0) -> torch.Tensor:
         """Next token per row of slots ``start..`` (A,) from its logits (A, V) and the position of the token it was
-        fed (A,): penalty, EOS masked under min_new_tokens, then a draw."""
-        cfg, rows = self.cfg, self.slots[start:]
+        fed (A,). Rows are drawn in groups of one sampling config (a group is one stream or several alike), each
+        exactly as if its rows were the whole batch."""
+        rows = self.slots[start:]
         slots = self.arange[start : start + len(rows)]
         scores = logits.float()  # (A, V)
+        groups: dict[tuple, list[int]] = {}  # a sampling config -> the rows that draw with it
+        for i, row in enumerate(rows):
+            groups.setdefault(row.stream.sampling, []).append(i)
+        if len(groups) == 1:
+            return self._draw(scores, rows, slots, pos, width)
+        token = torch.empty(len(rows), dtype=torch.long, device=self.dev)
+        for idx in groups.values():
+            ix = torch.tensor(idx, device=self.dev)
+            token[ix] = self._draw(scores[ix], [rows[i] for i in idx], slots[ix], pos[ix], width)
+        return token
+
+    def _draw(self, scores: torch.Tensor, rows: list[_Row], slots, pos: torch.Tensor, width: int) -> torch.Tensor:
+        """Rows of one sampling config: penalty, EOS masked under min_new_tokens, then a draw (A,)."""
+        cfg = rows[0].stream.cfg
         if cfg.repetition_penalty != 1:
             scores = penalize(scores, self.history[slots, :width], cfg.repetition_penalty)
         young = [len(r.out) < r.min_new for r in rows]
@@ -322,7 +347,7 @@ class ContinuousEngine:
             slot = first + k
             self.pos[slot] = len(row.enc.ids) - 1  # its last prompt token: the next token is drawn from its logits
             self.pending[slot] = row.enc.ids[-1]
-            if self.cfg.repetition_penalty != 1:
+            if row.stream.cfg.repetition_penalty != 1:
                 ids = row.enc.ids
                 self.history[slot] = ids[0]
                 self.history[slot, : len(ids)] = torch.tensor(ids, device=self.dev)
@@ -365,7 +390,7 @@ class ContinuousEngine:
         self.arange = torch.arange(self.budget, device=self.dev)
         self.pos = np.zeros(self.budget, dtype=np.int64)  # position of each slot's pending token
         self.pending = np.zeros(self.budget, dtype=np.int64)  # the token each slot feeds next
-        if self.cfg.repetition_penalty != 1:
+        if self.penalized:
             self.history = torch.zeros((self.budget, self.width + 1), dtype=torch.long, device=self.dev)
 
     def _move(self, src: int, dst: int) -> None:
@@ -375,7 +400,7 @@ class ContinuousEngine:
             keys[dst, :, :n] = keys[src, :, :n]
             values[dst, :, :n] = values[src, :, :n]
         self.pos[dst], self.pending[dst] = self.pos[src], self.pending[src]
-        if self.cfg.repetition_penalty != 1:
+        if self.history is not None:
             self.history[dst] = self.history[src]
         self.slots[dst] = self.slots[src]
 
@@ -420,14 +445,14 @@ class ContinuousEngine:
 
     def _retire(self, slot: int) -> None:
         row = self._release(slot)
-        enc, live = row.enc, row.stream
+        enc, live, cfg = row.enc, row.stream, row.stream.cfg
         live.rows_left -= 1
         live.new_tokens += len(row.out)
         text, tokens, reason = finish(self.lm.tokenizer, row.out, self.eos, enc.max_new_tokens, enc.stop)
-        copies = self.cfg.num_return_sequences // self.cfg.decoded_sequences  # greedy: one decoded, all copied
+        copies = cfg.num_return_sequences // cfg.decoded_sequences  # greedy: one decoded, all copied
         done = live.partial.setdefault(enc.item.index, [])
         done.extend(Completion(enc.item.index, row.sequence + k, text, tokens, reason) for k in range(copies))
-        if len(done) == self.cfg.num_return_sequences:  # a prompt goes out only whole (a retry skips whole prompts)
+        if len(done) == cfg.num_return_sequences:  # a prompt goes out only whole (a retry skips whole prompts)
             live.ready.extend(sorted(live.partial.pop(enc.item.index), key=lambda c: c.sequence))
             live.done += 1
 
@@ -481,7 +506,7 @@ class ContinuousEngine:
         """Progress counts the prompts already handed to ``on_chunk``, not those still waiting in ``ready``: a job's
         progress never runs ahead of the results it has stored."""
         rate = (live.new_tokens + sum(len(r.out) for r in self.slots if r.stream is live)) / max(now - live.start, 1e-9)
-        handed = live.done - len(live.ready) // self.cfg.num_return_sequences
+        handed = live.done - len(live.ready) // live.cfg.num_return_sequences
         live.stream.report(handed, live.total, tokens_per_s=rate)
 
     def _call(self, live: _Live, fn, *args) -> bool:

@@ -86,6 +86,10 @@ class GenerateConfig:
 class Stream:
     """One job's prompts in a batch shared with other jobs (cross-job batching); its callbacks see only its rows.
 
+    Each stream samples with its own ``cfg`` (temperature, top-k, top-p, seed, repetition penalty, sequences per
+    prompt, default limit and stop strings): jobs of one model share a batch whatever their sampling, as requests do
+    in vLLM. ``batch_size`` and ``min_new_tokens`` are the engine's (a budget, a benchmark switch).
+
     ``on_end(None)`` once every prompt was handed to ``on_chunk``; ``on_end(exc)`` when a callback of this stream
     raised ``exc`` or its prompts cannot be generated (then its rows left the batch, the other streams go on).
     Without ``on_end`` (a job running alone) such an exception propagates out of the engine.
@@ -95,6 +99,7 @@ class Stream:
     report: Callable[..., None]
     on_chunk: Callable[[list[Completion]], None] | None = None
     on_end: Callable[[BaseException | None], None] | None = None
+    cfg: GenerateConfig | None = None  # this stream's sampling, limits and stop strings (None: the engine's)
 
 
 @dataclass
