@@ -95,6 +95,7 @@ def test_jobs_with_other_sampling_share_the_batch_and_get_exactly_their_texts_al
         GenerateConfig(max_new_tokens=12, temperature=0, num_return_sequences=2),
         GenerateConfig(max_new_tokens=11, seed=3, repetition_penalty=1.3, num_return_sequences=3),
         GenerateConfig(max_new_tokens=10, seed=1),  # the first job's sampling again: drawn in its group
+        GenerateConfig(max_new_tokens=10, seed=9),  # only its seed differs: drawn in that group too (seeds per row)
         GenerateConfig(max_new_tokens=16, seed=4, stop=["e"], repetition_penalty=0.8),
     ]
     jobs = [
@@ -116,6 +117,27 @@ def test_jobs_with_other_sampling_share_the_batch_and_get_exactly_their_texts_al
         alone = generate(lm, job.items, cfg)
         assert texts(job.out) == texts(alone), cfg
         assert len(job.out) == 2 * cfg.num_return_sequences
+
+
+def test_jobs_that_differ_only_in_their_seed_are_drawn_as_one_group(lm, monkeypatch):
+    monkeypatch.setattr(continuous, "JOIN_SECONDS", 0.0)
+    configs = [GenerateConfig(max_new_tokens=8, seed=k, temperature=0.8) for k in range(4)]
+    jobs = [Job([PromptItem(0, PROMPTS[k])], cfg=c) for k, c in enumerate(configs)]
+    calls = {"choose": 0, "draw": 0}
+    for name in calls:
+        real = getattr(continuous.ContinuousEngine, f"_{name}")
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(continuous.ContinuousEngine, f"_{name}", counted)
+    continuous.generate_streams(lm, [j.stream for j in jobs], configs[0], None)
+    assert calls["choose"] > 0 and calls["draw"] == calls["choose"]  # one draw per step for the four seeds
+    monkeypatch.undo()
+    for job, cfg in zip(jobs, configs, strict=True):
+        assert texts(job.out) == texts(generate(lm, job.items, cfg))
+    assert len({job.out[0].text for job in jobs}) > 1  # the seeds did draw differently
 
 
 def test_cancelling_one_job_leaves_the_others_untouched(lm, monkeypatch):

@@ -197,6 +197,10 @@ def test_row_uniforms_are_a_pure_function_of_their_key():
     assert len({row_uniforms(1, idx[:1], idx[:1] * 0, np.array([s]))[0] for s in range(50)}) == 50
     for other in (row_uniforms(2, idx, idx * 0, idx * 0 + 4), row_uniforms(1, idx, idx * 0 + 1, idx * 0 + 4)):
         assert (other != a).mean() > 0.99
+    seeds = idx % 3  # a seed per row (jobs of other seeds in one batch): each row as if its seed were everyone's
+    mixed = row_uniforms(seeds, idx, idx * 0, idx * 0 + 4)
+    for seed in range(3):
+        assert np.array_equal(mixed[seeds == seed], row_uniforms(seed, idx[seeds == seed], idx[:1] * 0, np.array([4])))
 
 
 def _pick_stop(text: str) -> str | None:

@@ -115,7 +115,7 @@ class _Live:
     total: int
     rows_left: int
     cfg: GenerateConfig  # its sampling (the stream's, else the engine's)
-    sampling: tuple = ()  # what decides how its rows draw: streams with the same one are drawn together
+    sampling: tuple = ()  # how its rows draw, but the seed: streams with the same one are drawn together
     partial: dict[int, list[Completion]] = field(default_factory=dict)
     ready: list[Completion] = field(default_factory=list)
     done: int = 0
@@ -185,7 +185,7 @@ class ContinuousEngine:
                 self._end(_Live(stream, self.numbered, 0, 0, cfg), exc)
                 return []
         copies = cfg.decoded_sequences
-        sampling = (cfg.temperature, cfg.top_k or None, cfg.top_p, cfg.seed, cfg.repetition_penalty)
+        sampling = (cfg.temperature, cfg.top_k or None, cfg.top_p, cfg.repetition_penalty)  # seeds are per row
         live = _Live(stream, self.numbered, len(encoded), len(encoded) * copies, cfg, sampling)
         self.numbered += 1
         self.live.append(live)
@@ -319,7 +319,7 @@ class ContinuousEngine:
             token = scores.argmax(-1)  # (A,)
         else:
             u = row_uniforms(
-                cfg.seed,
+                np.array([r.stream.cfg.seed for r in rows], dtype=np.uint64),
                 np.array([r.enc.item.index for r in rows]),
                 np.array([r.sequence for r in rows]),
                 np.array([len(r.out) for r in rows]),

@@ -23,10 +23,11 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def row_uniforms(seed: int, index: np.ndarray, sequence: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """One uniform in [0, 1) per row (float64), a pure function of (seed, index, sequence, step)."""
+def row_uniforms(seed: int | np.ndarray, index: np.ndarray, sequence: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """One uniform in [0, 1) per row (float64), a pure function of (seed, index, sequence, step); ``seed`` is one
+    for all rows or one per row."""
     with np.errstate(over="ignore"):
-        x = _splitmix(np.full(index.shape, seed, dtype=np.uint64) + np.uint64(_MIX[0]))
+        x = _splitmix(np.broadcast_to(np.asarray(seed, dtype=np.uint64), index.shape) + np.uint64(_MIX[0]))
         for part in (index, sequence, step):
             x = _splitmix(x ^ (part.astype(np.uint64) * np.uint64(_MIX[3]) + np.uint64(_MIX[0])))
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
