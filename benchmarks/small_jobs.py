@@ -14,7 +14,10 @@ jobs cost what the big one does). Then 50 sequential one-token jobs on the idle,
 drained of the burst's messages): submit → start (``started_at - created_at``) p50 / p99. Everything it starts is
 stopped on success, failure or Ctrl-C.
 
-    python -m benchmarks.small_jobs [--prompts 200] [--tokens 16] [--threads 16] [--sequential 50]
+With ``--own-seeds`` each job of (b) samples with a seed of its own (per-request sampling, as an app sends it): they
+still share the batch, each drawing with its own seed.
+
+    python -m benchmarks.small_jobs [--prompts 200] [--tokens 16] [--threads 16] [--sequential 50] [--own-seeds]
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ def one_job(p: Platform, model: str, n: int, tokens: int) -> float:
 
 
 def many_jobs(
-    p: Platform, model: str, n: int, tokens: int, threads: int, texts: list[str] | None = None, quiet: bool = False
+    p: Platform,
+    model: str,
+    n: int,
+    tokens: int,
+    threads: int,
+    texts: list[str] | None = None,
+    quiet: bool = False,
+    own_seeds: bool = False,
 ) -> tuple[float, int]:
     local = threading.local()  # a requests.Session per client thread (a Session is not thread-safe)
 
@@ -54,6 +64,8 @@ def many_jobs(
             local.http = requests.Session()
             local.http.headers.update(p.http.headers)
         body = {"kind": "text.generate", "params": {"model": model, "prompts": [text], "max_new_tokens": tokens}}
+        if own_seeds:
+            body["params"]["seed"] = seeds[text]
         key = {"Idempotency-Key": hashlib.sha256(text.encode()).hexdigest()[:32]}  # a retried POST makes no twin
         for attempt in range(3):
             try:
@@ -65,6 +77,7 @@ def many_jobs(
         resp.raise_for_status()
         return resp.json()["id"]
 
+    seeds = {text: 1000 + k for k, text in enumerate(texts or prompts(n))}
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         ids = list(pool.map(submit, texts or prompts(n)))
@@ -102,6 +115,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--sequential", type=int, default=50)
+    ap.add_argument("--own-seeds", action="store_true", help="each job of (b) samples with a seed of its own")
     args = ap.parse_args()
     with Platform(prefix="gq-small-jobs-") as p:
         from shared.registration import register_local_model
@@ -117,12 +131,13 @@ def main() -> None:
         many_jobs(p, model, len(warm), 1, args.threads, texts=warm, quiet=True)
         p.wait_idle()
         big = one_job(p, model, args.prompts, args.tokens)
-        small, batched = many_jobs(p, model, args.prompts, args.tokens, args.threads)
+        small, batched = many_jobs(p, model, args.prompts, args.tokens, args.threads, own_seeds=args.own_seeds)
         p.wait_idle()  # the joined jobs' own Celery messages are still being dropped: drain them first
         lat = start_latency(p, model, args.sequential) if args.sequential else []
     print(f"{args.prompts} prompts of {args.tokens} new tokens, tiny GPT-2, one worker process")
     print(f"(a) one job of {args.prompts} prompts      : {big:6.2f} s")
-    print(f"(b) {args.prompts} one-prompt jobs ({args.threads} threads): {small:6.2f} s ({batched} joined a batch)")
+    how = f"{args.threads} threads" + (", a seed each" if args.own_seeds else "")
+    print(f"(b) {args.prompts} one-prompt jobs ({how}): {small:6.2f} s ({batched} joined a batch)")
     print(f"ratio one-job/many-jobs wall: {big / small:.2f}")
     if lat:
         print(
