@@ -212,3 +212,21 @@ def test_presets_and_config_validation():
         LMTrainConfig(size="huge")
     with pytest.raises(ValueError):
         LMTrainConfig(batch_size=0)
+
+
+def test_a_training_refusal_or_an_unloadable_base_is_the_users_error_with_its_code():
+    """What a training handler raises for its own refusals and for a base it cannot load (worker.tasks.common)."""
+    from worker.context import UserError
+    from worker.tasks.common import training_errors
+
+    cases = [
+        (DatasetTooSmall("need at least 2 blocks"), "invalid_params", "need at least 2 blocks"),
+        (BlockSizeTooLarge("block_size 9999 > 1024"), "invalid_params", "block_size 9999 > 1024"),
+        (OSError("not cached, offline"), "model_unavailable", "cannot load 'hub/base': not cached, offline"),
+    ]
+    for raised, code, message in cases:
+        with pytest.raises(UserError) as caught, training_errors("hub/base", DatasetTooSmall, BlockSizeTooLarge):
+            raise raised
+        assert (caught.value.code, caught.value.message) == (code, message)
+    with pytest.raises(ValueError, match="a bug"), training_errors("hub/base", DatasetTooSmall):
+        raise ValueError("a bug")  # anything else is not the user's: it propagates (retried or failed as it is)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,19 @@ def weights_source(model: Model) -> str:
         return model_source(model)
     except ObjectMissing as exc:
         raise UserError("model_files_missing", f"the stored files of model {model.name!r} are missing") from exc
+
+
+@contextmanager
+def training_errors(base_name: str, *invalid: type[Exception]) -> Iterator[None]:
+    """A training's own refusals (``invalid``: too little data, a block size the base cannot take...) end the job as
+    ``invalid_params``; a base model that cannot be loaded (a hub id neither cached nor reachable) as
+    ``model_unavailable``. Both are the user's to fix: no retry."""
+    try:
+        yield
+    except invalid as exc:
+        raise UserError("invalid_params", str(exc)) from exc
+    except OSError as exc:
+        raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
 
 
 def unique_model_name(wanted: str | None, default: str) -> str:

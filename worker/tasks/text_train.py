@@ -25,6 +25,7 @@ from worker.tasks.common import (
     policy_of,
     register_model,
     run_task,
+    training_errors,
     unique_model_name,
     weights_source,
 )
@@ -64,17 +65,13 @@ def handle(ctx: JobContext) -> dict:
     ctx.log(f"training {base_name} on {len(train)} documents" + (f", {len(val)} for validation" if val else ""))
     device = current_device()
     procs = _num_processes(p.num_processes, device)
-    try:
+    with training_errors(base_name, DatasetTooSmall, BlockSizeTooLarge):
         cfg = config_from_params(
             LMTrainConfig, p.model_dump(), base_model=base, size=p.size or TEXT_TRAIN.size, num_processes=procs
         )
         root = ctx.work_dir / "lm"
         with stored_checkpoints(ctx, root):
             result = train_lm(cfg, train, val, root, device, report=ctx.report, log=ctx.log)
-    except (DatasetTooSmall, BlockSizeTooLarge) as exc:
-        raise UserError("invalid_params", str(exc)) from exc
-    except OSError as exc:  # a hub base model that is neither cached nor reachable
-        raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
     try:
         return _register(ctx, p, result, base_name)
     finally:

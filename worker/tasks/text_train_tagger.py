@@ -23,6 +23,7 @@ from worker.tasks.common import (
     policy_of,
     register_model,
     run_task,
+    training_errors,
     unique_model_name,
     weights_source,
 )
@@ -55,13 +56,9 @@ def handle(ctx: JobContext) -> dict:
     )
     cfg = config_from_params(TaggerTrainConfig, p.model_dump(), base_model=base, local_files_only=not hub_online())
     root = ctx.work_dir / "tagger"
-    try:
+    with training_errors(base_name, TooFewSentences, TaggerLoadError):
         with stored_checkpoints(ctx, root):  # resumes from the job's stored checkpoint, on any host
             result = train_tagger(cfg, train, val, root, current_device(), ctx.report, ctx.log)
-    except (TooFewSentences, TaggerLoadError) as exc:
-        raise UserError("invalid_params", str(exc)) from exc
-    except OSError as exc:  # a hub base model that is neither cached nor reachable
-        raise UserError("model_unavailable", f"cannot load {base_name!r}: {exc}") from exc
     try:
         return _register(ctx, p, result, base_name)
     finally:
