@@ -62,7 +62,7 @@ def test_the_claim_tells_whether_jobs_of_its_batch_key_wait(stack, clean_db):
     assert alone.others_waiting is False and alone.queue == "gpu" and alone.attempt == 1
     insert_job(stack, alice.id, "text.generate", PARAMS, publish=False)  # the same key, waiting
     assert claimed(stack, alice.id).others_waiting is True
-    assert claimed(stack, alice.id, {**PARAMS, "seed": 1}).others_waiting is False  # another key: nobody waits
+    assert claimed(stack, alice.id, {**PARAMS, "model": "n"}).others_waiting is False  # another key: nobody waits
     events = timeline(stack, alone.job_id)
     assert events[-1][0] == "status" and events[-1][2] == "running (attempt 1 on w, cpu)"
     assert events[-1][3] == {"status": "running", "worker": "w", "device": "cpu"}
