@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
@@ -120,17 +119,9 @@ class _Run:
         self.prompts = _prompts(ctx, p)
         # only an earlier attempt can have stored results
         self.done = _done_indexes(ctx.job_id, p.num_return_sequences) if ctx.attempt > 1 else set()
-        # Each prompt carries its job's own limit and stop strings (a retry's prompts too), as the job's stream carries
-        # its sampling: the engine's config is the first job's (its row budget).
-        self.todo = [
-            replace(
-                item,
-                max_new_tokens=item.max_new_tokens or p.max_new_tokens,
-                stop=tuple(p.stop) if item.stop is None else item.stop,
-            )
-            for item, _ in self.prompts
-            if item.index not in self.done
-        ]
+        # a prompt's own max_new_tokens / stop, else the job's: the job's config goes with its stream (or, alone, to
+        # ``generate``), so a prompt left at None takes the job's value in the engine, shared batch or not
+        self.todo = [item for item, _ in self.prompts if item.index not in self.done]
         self.by_index = {item.index: (item.prompt, pid) for item, pid in self.prompts}
         self.generated = self.new_tokens = 0
         self.model_cache = "hit"
